@@ -1,0 +1,660 @@
+//! Backup: walks the source paths, cuts files into chunks, saves the new ones and
+//! writes one tree blob per directory, then the index and finally the snapshot.
+//!
+//! Threads: the walker (the caller's thread) reads, chunks and hashes; workers
+//! compress, seal and pack new blobs fed through a bounded channel; packs upload on
+//! the async runtime. Nothing here prints: warnings go to the [`Report`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::backend::FileKind;
+use crate::chunker::{ChunkError, Chunker};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::index::Index;
+use crate::repo::pack::BlobType;
+use crate::repo::packer::Packer;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{ByteStr, Node, NodeType, Timestamp, Tree, Xattr};
+use crate::{Progress, Report};
+
+/// What to back up and how.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Source paths (files or directories).
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+    /// Time to record (default: now).
+    pub time: Option<DateTime<FixedOffset>>,
+    /// Glob patterns to leave out.
+    pub excludes: Vec<String>,
+    /// Do not cross file-system boundaries.
+    pub one_file_system: bool,
+    /// Parent snapshot (ID, prefix or `latest`); default: the latest with the same host and paths.
+    pub parent: Option<String>,
+    /// Re-read every file even if unchanged.
+    pub force: bool,
+    /// Read one file from standard input, stored under this name.
+    pub stdin_filename: Option<String>,
+    /// Do everything except writing to the repository.
+    pub dry_run: bool,
+    /// zstd level for this backup (default: the repository's).
+    pub compression: Option<i32>,
+}
+
+/// The outcome of a backup.
+#[derive(Debug)]
+pub struct BackupResult {
+    /// The new snapshot's ID (None for a dry run).
+    pub id: Option<Id>,
+    /// The snapshot as saved.
+    pub snapshot: Snapshot,
+}
+
+struct Job {
+    blob_type: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+/// Decides which blobs are new and queues them for the workers.
+struct Sink<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    queued: HashSet<Id>,
+    tx: crossbeam_channel::Sender<Job>,
+}
+
+impl Sink<'_> {
+    fn save(&mut self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
+        let id = self.repo.key().blob_id(data);
+        if !self.index.contains(&id) && self.queued.insert(id) {
+            self.tx
+                .send(Job { blob_type, id, data: data.to_vec() })
+                .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
+        }
+        Ok(id)
+    }
+}
+
+struct Excludes {
+    full: GlobSet,
+    base: GlobSet,
+}
+
+impl Excludes {
+    fn new(patterns: &[String]) -> Result<Excludes> {
+        let (mut full, mut base) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let p = p.trim_end_matches('/');
+            let glob = |s: &str| {
+                GlobBuilder::new(s)
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| Error::InvalidArgument(format!("exclude pattern {p:?}: {e}")))
+            };
+            if p.contains('/') {
+                full.add(glob(p)?);
+                if !p.starts_with('/') {
+                    full.add(glob(&format!("**/{p}"))?);
+                }
+                // A pattern matching a directory excludes what is below it too.
+                full.add(glob(&format!("{}{p}/**", if p.starts_with('/') { "" } else { "**/" }))?);
+            } else {
+                base.add(glob(p)?);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")));
+        Ok(Excludes { full: build(full)?, base: build(base)? })
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| self.base.is_match(n)) || self.full.is_match(path)
+    }
+}
+
+/// A source tree being assembled from absolute paths: intermediate directories
+/// are virtual (metadata only), leaves are walked.
+#[derive(Default)]
+struct VDir {
+    children: BTreeMap<Vec<u8>, VEntry>,
+}
+
+enum VEntry {
+    Leaf(PathBuf),
+    Dir(PathBuf, VDir),
+}
+
+struct Walker<'a> {
+    sink: Sink<'a>,
+    chunker: Chunker,
+    buf: Vec<u8>,
+    excludes: Excludes,
+    opts: &'a BackupOptions,
+    report: &'a dyn Report,
+    progress: &'a Progress,
+    summary: Summary,
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+    hardlinks: HashMap<(u64, u64), (u64, Vec<Id>)>,
+    worker_error: &'a Mutex<Option<Error>>,
+}
+
+fn ts(sec: i64, nsec: i64) -> Timestamp {
+    Timestamp(sec, nsec as u32)
+}
+
+fn open_noatime(path: &Path) -> io::Result<File> {
+    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some(Xattr { name: ByteStr(n.into_vec()), value: ByteStr(value) })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+impl Walker<'_> {
+    fn check_workers(&self) -> Result<()> {
+        match self.worker_error.lock().expect("poisoned").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn warn(&mut self, path: &Path, e: impl std::fmt::Display) {
+        self.summary.errors += 1;
+        self.report.warn(&format!("{}: {e} (skipped)", path.display()));
+    }
+
+    fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata) -> Node {
+        let ft = m.file_type();
+        let node_type = if ft.is_file() {
+            NodeType::File
+        } else if ft.is_dir() {
+            NodeType::Dir
+        } else if ft.is_symlink() {
+            NodeType::Symlink
+        } else if ft.is_fifo() {
+            NodeType::Fifo
+        } else if ft.is_socket() {
+            NodeType::Socket
+        } else if ft.is_char_device() {
+            NodeType::Chardev
+        } else {
+            NodeType::Blockdev
+        };
+        let user = self
+            .users
+            .entry(m.uid())
+            .or_insert_with(|| nix::unistd::User::from_uid(m.uid().into()).ok().flatten().map(|u| u.name))
+            .clone();
+        let group = self
+            .groups
+            .entry(m.gid())
+            .or_insert_with(|| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map(|g| g.name))
+            .clone();
+        Node {
+            name: ByteStr(name.to_vec()),
+            node_type,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            user,
+            group,
+            mtime: ts(m.mtime(), m.mtime_nsec()),
+            atime: ts(m.atime(), m.atime_nsec()),
+            ctime: ts(m.ctime(), m.ctime_nsec()),
+            size: if node_type == NodeType::File { m.size() } else { 0 },
+            inode: m.ino(),
+            links: m.nlink(),
+            device: m.dev(),
+            rdev: matches!(node_type, NodeType::Chardev | NodeType::Blockdev).then(|| m.rdev()),
+            target: None,
+            xattrs: read_xattrs(path),
+            content: None,
+            subtree: None,
+        }
+    }
+
+    /// Builds the node for `path` (already stat'ed); None if it must be skipped.
+    fn entry(&mut self, name: &[u8], path: &Path, m: &Metadata, old: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+        let mut node = self.base_node(name, path, m);
+        match node.node_type {
+            NodeType::Dir => {
+                let old_tree = self.old_subtree(old);
+                node.subtree = Some(self.dir(path, old_tree.as_ref(), old, root_dev)?);
+            }
+            NodeType::Symlink => match fs::read_link(path) {
+                Ok(t) => node.target = Some(ByteStr(t.into_os_string().into_vec())),
+                Err(e) => {
+                    self.warn(path, e);
+                    return Ok(None);
+                }
+            },
+            NodeType::File => {
+                match self.file_content(path, &node, old)? {
+                    Some(c) => node.content = Some(c),
+                    None => return Ok(None),
+                }
+                self.summary.total_files_processed += 1;
+                self.summary.total_bytes_processed += node.size;
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn old_subtree(&mut self, old: Option<&Node>) -> Option<Tree> {
+        let id = old.filter(|o| o.node_type == NodeType::Dir)?.subtree?;
+        match self.sink.repo.load_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.report.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
+                None
+            }
+        }
+    }
+
+    fn file_content(&mut self, path: &Path, node: &Node, old: Option<&Node>) -> Result<Option<Vec<Id>>> {
+        if let Some(o) = old
+            && !self.opts.force
+            && o.node_type == NodeType::File
+            && o.size == node.size
+            && o.mtime == node.mtime
+            && o.ctime == node.ctime
+            && o.inode == node.inode
+            && let Some(c) = &o.content
+            && c.iter().all(|id| self.sink.index.contains(id))
+        {
+            self.summary.files_unmodified += 1;
+            self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+            return Ok(Some(c.clone()));
+        }
+        let link_key = (node.device, node.inode);
+        if node.links > 1
+            && let Some((size, c)) = self.hardlinks.get(&link_key)
+            && *size == node.size
+        {
+            let c = c.clone();
+            self.count_new(old);
+            return Ok(Some(c));
+        }
+        let file = match open_noatime(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(path, e);
+                return Ok(None);
+            }
+        };
+        let content = match self.read_content(file) {
+            Ok(c) => c,
+            Err(ChunkError::Read(e)) => {
+                self.warn(path, e);
+                return Ok(None);
+            }
+            Err(ChunkError::Sink(e)) => return Err(e),
+        };
+        self.count_new(old);
+        if node.links > 1 {
+            self.hardlinks.insert(link_key, (node.size, content.clone()));
+        }
+        Ok(Some(content))
+    }
+
+    fn count_new(&mut self, old: Option<&Node>) {
+        if old.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+    }
+
+    fn read_content(&mut self, src: impl Read) -> Result<Vec<Id>, ChunkError> {
+        let Walker { chunker, buf, sink, progress, .. } = self;
+        let mut ids = Vec::new();
+        let n = chunker.chunk_reader(src, buf, |chunk| {
+            ids.push(sink.save(BlobType::Data, chunk)?);
+            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        self.summary.files_read += 1;
+        self.summary.bytes_read += n;
+        Ok(ids)
+    }
+
+    /// Walks a real directory; returns its tree ID.
+    fn dir(&mut self, path: &Path, old: Option<&Tree>, old_node: Option<&Node>, root_dev: u64) -> Result<Id> {
+        self.check_workers()?;
+        let mut names: Vec<OsString> = match fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(e) => {
+                self.warn(path, format!("cannot list directory: {e}"));
+                Vec::new()
+            }
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut tree = Tree::default();
+        for name in names {
+            let child = path.join(&name);
+            if self.excludes.matches(&child) {
+                continue;
+            }
+            let m = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&child, e);
+                    continue;
+                }
+            };
+            if self.opts.one_file_system && m.is_dir() && m.dev() != root_dev {
+                continue;
+            }
+            let old_child = old.and_then(|t| t.find(name.as_bytes()));
+            if let Some(n) = self.entry(name.as_bytes(), &child, &m, old_child, root_dev)? {
+                tree.entries.push(n);
+            }
+        }
+        self.finish_tree(tree, old_node)
+    }
+
+    fn finish_tree(&mut self, tree: Tree, old_node: Option<&Node>) -> Result<Id> {
+        let id = self.sink.save(BlobType::Tree, &tree.to_bytes())?;
+        match old_node.and_then(|o| o.subtree) {
+            None => self.summary.dirs_new += 1,
+            Some(o) if o == id => self.summary.dirs_unmodified += 1,
+            Some(_) => self.summary.dirs_changed += 1,
+        }
+        Ok(id)
+    }
+
+    /// Walks a virtual directory (the path components above the sources).
+    fn vdir(&mut self, dir: &VDir, old: Option<&Tree>, old_node: Option<&Node>) -> Result<Id> {
+        let mut tree = Tree::default();
+        for (name, child) in &dir.children {
+            let old_child = old.and_then(|t| t.find(name));
+            let path = match child {
+                VEntry::Leaf(p) | VEntry::Dir(p, _) => p,
+            };
+            let m = match fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(path, e);
+                    continue;
+                }
+            };
+            let node = match child {
+                VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev())?,
+                VEntry::Dir(p, sub) => {
+                    let mut node = self.base_node(name, p, &m);
+                    node.node_type = NodeType::Dir;
+                    let old_tree = self.old_subtree(old_child);
+                    node.subtree = Some(self.vdir(sub, old_tree.as_ref(), old_child)?);
+                    Some(node)
+                }
+            };
+            tree.entries.extend(node);
+        }
+        self.finish_tree(tree, old_node)
+    }
+
+    fn stdin(&mut self, name: &str, old: Option<&Tree>) -> Result<Id> {
+        let now = chrono::Utc::now();
+        let t = Timestamp(now.timestamp(), now.timestamp_subsec_nanos());
+        let content = match self.read_content(io::stdin().lock()) {
+            Ok(c) => c,
+            Err(ChunkError::Read(e)) => return Err(Error::io("standard input", e)),
+            Err(ChunkError::Sink(e)) => return Err(e),
+        };
+        let size = self.summary.bytes_read;
+        let old_node = old.and_then(|t| t.find(name.as_bytes()));
+        self.count_new(old_node);
+        self.summary.total_files_processed = 1;
+        self.summary.total_bytes_processed = size;
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let node = Node {
+            name: ByteStr(name.as_bytes().to_vec()),
+            node_type: NodeType::File,
+            mode: 0o644,
+            uid,
+            gid,
+            user: Some(crate::util::username()),
+            group: None,
+            mtime: t,
+            atime: t,
+            ctime: t,
+            size,
+            inode: 0,
+            links: 1,
+            device: 0,
+            rdev: None,
+            target: None,
+            xattrs: Vec::new(),
+            content: Some(content),
+            subtree: None,
+        };
+        self.finish_tree(Tree { entries: vec![node] }, None)
+    }
+}
+
+/// Makes `p` absolute and removes `.` and `..` lexically (symlinks are kept).
+fn clean_absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn build_vroot(paths: &[PathBuf]) -> VDir {
+    let mut root = VDir::default();
+    let mut sorted = paths.to_vec();
+    sorted.sort();
+    'paths: for p in sorted {
+        let comps: Vec<_> = p.components().filter_map(|c| if let Component::Normal(n) = c { Some(n) } else { None }).collect();
+        if comps.is_empty() {
+            continue;
+        }
+        let mut dir = &mut root;
+        let mut cur = PathBuf::from("/");
+        for (i, c) in comps.iter().enumerate() {
+            cur.push(c);
+            let key = c.as_bytes().to_vec();
+            if i == comps.len() - 1 {
+                dir.children.insert(key, VEntry::Leaf(cur.clone()));
+                continue 'paths;
+            }
+            let e = dir.children.entry(key).or_insert_with(|| VEntry::Dir(cur.clone(), VDir::default()));
+            match e {
+                // A source that contains this one already covers it.
+                VEntry::Leaf(_) => continue 'paths,
+                VEntry::Dir(_, d) => dir = d,
+            }
+        }
+    }
+    root
+}
+
+/// Runs a backup and saves the snapshot.
+pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, progress: &Progress) -> Result<BackupResult> {
+    let start = Instant::now();
+    let backup_start = chrono::Local::now().fixed_offset();
+    let index = repo.index()?;
+    let paths: Vec<String> = match &opts.stdin_filename {
+        Some(name) => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::InvalidArgument(format!("--stdin-filename {name:?} must be a plain file name")));
+            }
+            vec![format!("/{name}")]
+        }
+        None => {
+            if opts.paths.is_empty() {
+                return Err(Error::InvalidArgument("nothing to back up: give at least one path".into()));
+            }
+            let mut v = Vec::new();
+            for p in &opts.paths {
+                let abs = clean_absolute(p)?;
+                if let Err(e) = fs::symlink_metadata(&abs) {
+                    return Err(Error::io(abs, e));
+                }
+                v.push(abs.to_string_lossy().into_owned());
+            }
+            v.sort();
+            v.dedup();
+            v
+        }
+    };
+    let hostname = opts.host.clone().unwrap_or_else(crate::util::hostname);
+
+    // The parent snapshot: the files it lists unchanged are not read again.
+    let parent = match &opts.parent {
+        Some(spec) => Some(repo.find_snapshot(spec)?),
+        None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
+    };
+    let parent_tree = match &parent {
+        Some((_, s)) => match repo.load_tree(&s.tree) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                report.warn(&format!("parent snapshot unreadable, reading all files: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let _lock = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
+    let packer = Packer::new(repo, opts.dry_run);
+    let level = opts.compression.unwrap_or(repo.config().compression);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
+    let worker_error = Mutex::new(None);
+
+    let (tree, summary) = std::thread::scope(|s| -> Result<_> {
+        for _ in 0..workers {
+            let (rx, packer, worker_error) = (rx.clone(), &packer, &worker_error);
+            s.spawn(move || {
+                let mut z = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
+                for job in rx {
+                    if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
+                        worker_error.lock().expect("poisoned").get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+        drop(rx);
+        let mut w = Walker {
+            sink: Sink { repo, index: &index, queued: HashSet::new(), tx },
+            chunker: Chunker::new(repo.config().chunker, repo.key().chunker_seed()),
+            buf: Vec::new(),
+            excludes: Excludes::new(&opts.excludes)?,
+            opts,
+            report,
+            progress,
+            summary: Summary::default(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            hardlinks: HashMap::new(),
+            worker_error: &worker_error,
+        };
+        let tree = match &opts.stdin_filename {
+            Some(name) => w.stdin(name, parent_tree.as_ref()),
+            None => {
+                let root = build_vroot(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
+                w.vdir(&root, parent_tree.as_ref(), None)
+            }
+        };
+        let Walker { sink, summary, .. } = w;
+        drop(sink); // closes the channel: workers drain and stop
+        Ok((tree, summary))
+    })?;
+    if let Some(e) = worker_error.lock().expect("poisoned").take() {
+        return Err(e);
+    }
+    let tree = tree?;
+    packer.finish()?;
+
+    let mut summary = summary;
+    let st = &packer.stats;
+    summary.data_blobs = st.data_blobs.load(Ordering::Relaxed);
+    summary.tree_blobs = st.tree_blobs.load(Ordering::Relaxed);
+    summary.data_added = st.raw_bytes.load(Ordering::Relaxed);
+    summary.data_added_packed = st.stored_bytes.load(Ordering::Relaxed);
+    summary.backup_start = Some(backup_start);
+    summary.backup_end = Some(chrono::Local::now().fixed_offset());
+    summary.duration_seconds = start.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(backup_start),
+        tree,
+        paths,
+        hostname,
+        username: crate::util::username(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        excludes: opts.excludes.clone(),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
+    Ok(BackupResult { id, snapshot })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_and_paths() {
+        let ex = Excludes::new(&["*.tmp".into(), "cache/".into(), "/abs/skip".into()]).unwrap();
+        assert!(ex.matches(Path::new("/x/y/a.tmp")));
+        assert!(!ex.matches(Path::new("/x/y/a.tmpx")));
+        assert!(ex.matches(Path::new("/x/cache")));
+        assert!(ex.matches(Path::new("/abs/skip")));
+        assert!(ex.matches(Path::new("/abs/skip/deeper")));
+        assert!(!ex.matches(Path::new("/other/abs/skip")));
+        assert_eq!(clean_absolute(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
+        let root = build_vroot(&[PathBuf::from("/a/b"), PathBuf::from("/a/b/c"), PathBuf::from("/d")]);
+        assert_eq!(root.children.len(), 2);
+        match root.children.get(&b"a"[..]) {
+            Some(VEntry::Dir(_, d)) => assert!(matches!(d.children.get(&b"b"[..]), Some(VEntry::Leaf(_)))),
+            _ => panic!("expected a virtual dir"),
+        }
+    }
+}

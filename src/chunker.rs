@@ -1,0 +1,209 @@
+//! Content-defined chunking: FastCDC 2020 with the repository's secret seed, over a
+//! reusable buffer so that any file, however large, is cut with bounded memory.
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Chunk size limits, stored in the repository config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSizes {
+    /// No chunk is smaller, except the last one of a file.
+    pub min_size: u32,
+    /// The average the cut-point mask aims for.
+    pub avg_size: u32,
+    /// No chunk is larger.
+    pub max_size: u32,
+}
+
+impl Default for ChunkSizes {
+    fn default() -> Self {
+        ChunkSizes { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
+    }
+}
+
+impl ChunkSizes {
+    /// Checks the limits of the FastCDC implementation.
+    pub fn validate(&self) -> Result<()> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
+            && min < avg
+            && avg < max
+            && [min, avg, max].iter().all(|v| v % 2 == 0);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "invalid chunk sizes {min},{avg},{max}: need min < avg < max, even, \
+                 min {MINIMUM_MIN}..={MINIMUM_MAX}, avg {AVERAGE_MIN}..={AVERAGE_MAX}, max {MAXIMUM_MIN}..={MAXIMUM_MAX}"
+            )))
+        }
+    }
+}
+
+/// A configured chunker; cheap to share between files.
+#[derive(Clone)]
+pub struct Chunker {
+    sizes: ChunkSizes,
+    mask_s: u64,
+    mask_l: u64,
+    gear: Cow<'static, [u64]>,
+    gear_ls: Cow<'static, [u64]>,
+}
+
+impl Chunker {
+    /// A chunker for `sizes` with the secret `seed`.
+    pub fn new(sizes: ChunkSizes, seed: u64) -> Chunker {
+        let (mask_s, mask_l) = select_masks(sizes.avg_size as usize, Normalization::Level1);
+        let (gear, gear_ls) = get_gear_with_seed(seed);
+        Chunker { sizes, mask_s, mask_l, gear, gear_ls }
+    }
+
+    /// The configured limits.
+    pub fn sizes(&self) -> ChunkSizes {
+        self.sizes
+    }
+
+    /// Length of the next chunk at the start of `data`, which must hold at least
+    /// `max_size` bytes unless it is the end of the input.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        if data.len() <= self.sizes.min_size as usize {
+            return data.len();
+        }
+        let (_, n) = cut_gear(
+            data,
+            self.sizes.min_size as usize,
+            self.sizes.avg_size as usize,
+            self.sizes.max_size as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        n
+    }
+
+    /// Reads `src` to the end, calling `f` with each chunk in order. `buf` is reused
+    /// between calls and never grows beyond twice the maximum chunk size.
+    pub fn chunk_reader<R: Read>(
+        &self,
+        mut src: R,
+        buf: &mut Vec<u8>,
+        mut f: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<u64, ChunkError> {
+        let max = self.sizes.max_size as usize;
+        let want = 2 * max;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+        loop {
+            // Keep at least `max` bytes ahead of `start` unless the input is exhausted.
+            if !eof && end - start < max {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                while !eof && end < want {
+                    match src.read(&mut buf[end..want]) {
+                        Ok(0) => eof = true,
+                        Ok(n) => end += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(ChunkError::Read(e)),
+                    }
+                }
+            }
+            if start == end {
+                return Ok(total);
+            }
+            let n = self.cut(&buf[start..end]);
+            f(&buf[start..start + n]).map_err(ChunkError::Sink)?;
+            start += n;
+            total += n as u64;
+        }
+    }
+}
+
+/// Why [`Chunker::chunk_reader`] stopped.
+#[derive(Debug)]
+pub enum ChunkError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// The chunk consumer failed.
+    Sink(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, mut seed: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn small() -> ChunkSizes {
+        ChunkSizes { min_size: 2048, avg_size: 8192, max_size: 65536 }
+    }
+
+    fn chunks(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        c.chunk_reader(data, &mut buf, |ch| {
+            out.push(ch.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn deterministic_bounded_and_complete() {
+        let data = pseudo_random(1 << 20, 7);
+        let c = Chunker::new(small(), 42);
+        let a = chunks(&c, &data);
+        assert_eq!(a, chunks(&c, &data));
+        assert_eq!(a.concat(), data);
+        assert!(a.len() > 20);
+        for ch in &a[..a.len() - 1] {
+            assert!(ch.len() >= 2048 && ch.len() <= 65536);
+        }
+    }
+
+    #[test]
+    fn resynchronises_after_insert_and_depends_on_seed() {
+        let data = pseudo_random(1 << 20, 9);
+        let c = Chunker::new(small(), 42);
+        let a = chunks(&c, &data);
+        let mut shifted = vec![1u8; 100];
+        shifted.extend_from_slice(&data);
+        let b = chunks(&c, &shifted);
+        let common = b.iter().filter(|ch| a.contains(ch)).count();
+        assert!(common >= a.len() - 2, "only {common} of {} chunks re-used", a.len());
+        let other = chunks(&Chunker::new(small(), 43), &data);
+        assert_ne!(a, other, "the seed must change the cut points");
+    }
+
+    #[test]
+    fn small_and_empty_inputs() {
+        let c = Chunker::new(ChunkSizes::default(), 1);
+        assert!(chunks(&c, b"").is_empty());
+        assert_eq!(chunks(&c, b"x"), vec![b"x".to_vec()]);
+        assert!(ChunkSizes::default().validate().is_ok());
+        assert!(ChunkSizes { min_size: 10, avg_size: 5, max_size: 1 }.validate().is_err());
+    }
+}

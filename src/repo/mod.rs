@@ -1,0 +1,353 @@
+//! The repository: the only layer that hashes, compresses, encrypts, packs and
+//! indexes. It turns typed objects into named, sealed files on a [`Backend`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{BackendError, DynBackend, FileKind, Handle};
+use crate::chunker::ChunkSizes;
+use crate::crypto::{KdfParams, MasterKey, label};
+use crate::error::{Error, Result};
+use crate::id::{self, Id};
+
+pub mod config;
+pub mod index;
+pub mod keyfile;
+pub mod lock;
+pub mod pack;
+pub mod packer;
+pub mod snapshot;
+pub mod tree;
+
+use config::Config;
+use index::{Index, IndexFile};
+use keyfile::KeyFile;
+use pack::BlobEntry;
+use snapshot::Snapshot;
+use tree::Tree;
+
+/// Choices made once, at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// FastCDC limits.
+    pub chunker: ChunkSizes,
+    /// Default zstd level (0 = off).
+    pub compression: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Argon2id cost for the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions { chunker: ChunkSizes::default(), compression: 3, pack_size: 16 << 20, kdf: KdfParams::default() }
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: DynBackend,
+    rt: tokio::runtime::Handle,
+    key: MasterKey,
+    config: Config,
+    index: Mutex<Option<Arc<Index>>>,
+}
+
+fn label_for(kind: FileKind) -> &'static [u8] {
+    match kind {
+        FileKind::Config => label::CONFIG,
+        FileKind::Index => label::INDEX,
+        FileKind::Snapshot => label::SNAPSHOT,
+        FileKind::Lock => label::LOCK,
+        FileKind::Key | FileKind::Pack => unreachable!("keys and packs are not file bodies"),
+    }
+}
+
+/// Largest decompressed file body accepted for `kind`.
+fn body_limit(kind: FileKind) -> usize {
+    if kind == FileKind::Index { 1 << 30 } else { 64 << 20 }
+}
+
+impl Repository {
+    /// Creates a new repository at `backend` and opens it.
+    pub fn init(backend: DynBackend, rt: tokio::runtime::Handle, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        let config = Config {
+            version: config::FORMAT_VERSION,
+            id: {
+                let mut b = [0u8; 32];
+                crate::crypto::random_bytes(&mut b)?;
+                Id(b)
+            },
+            chunker: opts.chunker,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+        };
+        config.validate()?;
+        match rt.block_on(backend.read(&Handle::config(), None)) {
+            Ok(_) => return Err(Error::RepoExists(backend.location())),
+            Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        rt.block_on(backend.create())?;
+        let key = MasterKey::random()?;
+        let repo = Repository { backend, rt, key, config, index: Mutex::new(None) };
+        repo.add_key(password, opts.kdf)?;
+        // The config is written last: its presence is what makes a repository.
+        let body = repo.seal_body(FileKind::Config, &serde_json::to_vec(&repo.config).expect("config serializes"));
+        repo.block_on(repo.backend.write(&Handle::config(), Bytes::from(body)))?;
+        Ok(repo)
+    }
+
+    /// Opens the repository at `backend` with `password`.
+    pub fn open(backend: DynBackend, rt: tokio::runtime::Handle, password: &[u8]) -> Result<Repository> {
+        let sealed_config = match rt.block_on(backend.read(&Handle::config(), None)) {
+            Ok(b) => b,
+            Err(BackendError::NotFound(_)) => return Err(Error::RepoNotFound(backend.location())),
+            Err(e) => return Err(e.into()),
+        };
+        let keys = rt.block_on(backend.list(FileKind::Key))?;
+        if keys.is_empty() {
+            return Err(Error::corrupt("the repository has no key files"));
+        }
+        let mut master = None;
+        let mut damaged = Vec::new();
+        for k in keys {
+            let h = Handle { kind: FileKind::Key, name: k.name };
+            if k.size > keyfile::MAX_KEY_FILE as u64 {
+                damaged.push(format!("{h}: too large"));
+                continue;
+            }
+            let bytes = rt.block_on(backend.read(&h, None))?;
+            match KeyFile::parse(&bytes).and_then(|kf| kf.open(password)) {
+                Ok(Some(m)) => {
+                    master = Some(m);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => damaged.push(format!("{h}: {e}")),
+            }
+        }
+        let Some(key) = master else {
+            if !damaged.is_empty() {
+                eprintln!("warning: unusable key files: {}", damaged.join("; "));
+            }
+            return Err(Error::WrongPassword);
+        };
+        let plain = open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
+        let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
+        config.validate()?;
+        Ok(Repository { backend, rt, key, config, index: Mutex::new(None) })
+    }
+
+    /// Wraps the master key under another password; returns the new key file's ID.
+    pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<Id> {
+        let kf = KeyFile::create(&self.key, password, params)?;
+        let bytes = serde_json::to_vec_pretty(&kf).expect("key file serializes");
+        let id = Id::hash(&bytes);
+        self.block_on(self.backend.write(&Handle::id(FileKind::Key, &id), Bytes::from(bytes)))?;
+        Ok(id)
+    }
+
+    /// Runs a backend future to completion from a plain (non-async) thread.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The runtime the backend runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    /// The storage.
+    pub fn backend(&self) -> &DynBackend {
+        &self.backend
+    }
+
+    /// The decrypted config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The master key set.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    fn seal_body(&self, kind: FileKind, payload: &[u8]) -> Vec<u8> {
+        let mut body = Vec::with_capacity(payload.len() / 2 + 1);
+        match zstd::bulk::compress(payload, 3) {
+            Ok(c) if c.len() < payload.len() => {
+                body.push(1);
+                body.extend_from_slice(&c);
+            }
+            _ => {
+                body.push(0);
+                body.extend_from_slice(payload);
+            }
+        }
+        self.key.seal(label_for(kind), &body)
+    }
+
+    /// Seals `payload` as a file of `kind`, named by the hash of its stored bytes.
+    pub fn save_file(&self, kind: FileKind, payload: &[u8]) -> Result<Id> {
+        let sealed = self.seal_body(kind, payload);
+        let id = Id::hash(&sealed);
+        match self.block_on(self.backend.write(&Handle::id(kind, &id), Bytes::from(sealed))) {
+            Ok(()) | Err(BackendError::AlreadyExists(_)) => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads, verifies (name hash, authentication) and opens a file of `kind`.
+    pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+        let h = Handle::id(kind, id);
+        let sealed = self.block_on(self.backend.read(&h, None))?;
+        self.open_file(&h, &sealed)
+    }
+
+    fn open_file(&self, h: &Handle, sealed: &[u8]) -> Result<Vec<u8>> {
+        if Id::hash(sealed).to_hex() != h.name {
+            return Err(Error::corrupt(format!("{h}: content does not match its name (damaged or truncated)")));
+        }
+        open_body(&self.key, h.kind, sealed).map_err(|e| Error::corrupt(format!("{h}: {e}")))
+    }
+
+    /// Saves a value as JSON in a file of `kind`.
+    pub fn save_json<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<Id> {
+        self.save_file(kind, &serde_json::to_vec(value).expect("values serialize"))
+    }
+
+    /// Loads a JSON file of `kind`.
+    pub fn load_json<T: DeserializeOwned>(&self, kind: FileKind, id: &Id) -> Result<T> {
+        let plain = self.load_file(kind, id)?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("{}: {e}", Handle::id(kind, id))))
+    }
+
+    /// IDs of all files of `kind`.
+    pub fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        let files = self.block_on(self.backend.list(kind))?;
+        files.iter().map(|f| Id::from_hex(&f.name)).collect()
+    }
+
+    /// Reads many files of `kind` concurrently; results in the order of `ids`.
+    pub fn load_files(&self, kind: FileKind, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.backend.concurrency().max(1) * 2));
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (b, limit, h) = (Arc::clone(&self.backend), Arc::clone(&limit), Handle::id(kind, id));
+                self.rt.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    b.read(&h, None).await
+                })
+            })
+            .collect();
+        tasks
+            .into_iter()
+            .zip(ids)
+            .map(|(t, id)| {
+                let sealed = self.block_on(t).map_err(|e| Error::Incomplete(format!("reader failed: {e}")))??;
+                self.open_file(&Handle::id(kind, id), &sealed)
+            })
+            .collect()
+    }
+
+    /// Every snapshot, oldest first. Unreadable snapshot files are reported to `warn`.
+    pub fn snapshots_with(&self, mut warn: impl FnMut(Id, Error)) -> Result<Vec<(Id, Snapshot)>> {
+        let ids = self.list_ids(FileKind::Snapshot)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, r) in ids.iter().zip(self.load_files(FileKind::Snapshot, &ids)) {
+            match r.and_then(|p| serde_json::from_slice::<Snapshot>(&p).map_err(|e| Error::corrupt(format!("snapshot {id}: {e}")))) {
+                Ok(s) => out.push((*id, s)),
+                Err(e) => warn(*id, e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Every readable snapshot, oldest first (damaged ones are skipped with a warning).
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.snapshots_with(|id, e| eprintln!("warning: skipping snapshot {}: {e}", id.short()))
+    }
+
+    /// Resolves `latest`, a full ID or a unique prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self.snapshots()?.pop().ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        let ids = self.list_ids(FileKind::Snapshot)?;
+        let id = id::find_by_prefix(&ids, spec, "snapshot")?;
+        Ok((id, self.load_json(FileKind::Snapshot, &id)?))
+    }
+
+    /// All index files, parsed. A damaged one is an error naming it.
+    pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.list_ids(FileKind::Index)?;
+        let files = self.load_files(FileKind::Index, &ids);
+        ids.into_iter()
+            .zip(files)
+            .map(|(id, r)| {
+                let f = IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
+                Ok((id, f))
+            })
+            .collect()
+    }
+
+    /// The in-memory index, loaded on first use.
+    pub fn index(&self) -> Result<Arc<Index>> {
+        let mut slot = self.index.lock().expect("poisoned");
+        if let Some(i) = &*slot {
+            return Ok(Arc::clone(i));
+        }
+        let idx = Arc::new(Index::build(self.load_index_files()?));
+        *slot = Some(Arc::clone(&idx));
+        Ok(idx)
+    }
+
+    /// Reads a blob's stored bytes from its pack.
+    pub fn read_stored(&self, pack: &Id, e: &BlobEntry) -> Result<Bytes> {
+        let h = Handle::id(FileKind::Pack, pack);
+        let range = e.offset as u64..e.offset as u64 + e.length as u64;
+        Ok(self.block_on(self.backend.read(&h, Some(range)))?)
+    }
+
+    /// Reads, decrypts, decompresses and verifies a blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let idx = self.index()?;
+        let loc = idx.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
+        let pack = idx.packs()[loc.pack as usize].0;
+        let stored = self.read_stored(&pack, &loc.entry)?;
+        pack::decode_blob(&self.key, &loc.entry, &stored).map_err(|e| Error::corrupt(format!("pack {pack}: {e}")))
+    }
+
+    /// Loads and validates a tree blob.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        Tree::from_bytes(&self.read_blob(id)?).map_err(|e| Error::corrupt(format!("tree {id}: {e}")))
+    }
+}
+
+/// Opens a sealed file body: authentication, compression marker, bounded zstd.
+fn open_body(key: &MasterKey, kind: FileKind, sealed: &[u8]) -> Result<Vec<u8>> {
+    let body = key.open(label_for(kind), sealed)?;
+    match body.split_first() {
+        Some((0, rest)) => Ok(rest.to_vec()),
+        Some((1, rest)) => {
+            let limit = body_limit(kind);
+            let mut out = Vec::new();
+            let mut dec = zstd::stream::read::Decoder::new(rest).map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+            let n = std::io::copy(&mut std::io::Read::take(&mut dec, limit as u64 + 1), &mut out)
+                .map_err(|e| Error::corrupt(format!("decompression failed: {e}")))?;
+            if n > limit as u64 {
+                return Err(Error::corrupt(format!("decompresses to more than {limit} bytes")));
+            }
+            Ok(out)
+        }
+        _ => Err(Error::corrupt("unknown compression marker")),
+    }
+}

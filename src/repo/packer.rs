@@ -1,0 +1,141 @@
+//! Saving new blobs: compress and seal on the caller's thread, append to the open
+//! pack of the blob's type, and upload full packs concurrently in the background.
+//! Memory is bounded by the pack size times the uploads allowed in flight.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use super::Repository;
+use super::index::{IndexFile, IndexPack};
+use super::pack::{self, BlobType, PackWriter};
+use crate::backend::{BackendError, FileKind, Handle};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Counters of what was saved.
+#[derive(Debug, Default)]
+pub struct SaveStats {
+    /// New data blobs.
+    pub data_blobs: AtomicU64,
+    /// New tree blobs.
+    pub tree_blobs: AtomicU64,
+    /// Their plaintext bytes.
+    pub raw_bytes: AtomicU64,
+    /// Their stored bytes.
+    pub stored_bytes: AtomicU64,
+}
+
+/// Collects blobs into packs and uploads them.
+pub struct Packer<'r> {
+    repo: &'r Repository,
+    open: [Mutex<Option<PackWriter>>; 2],
+    uploads: Arc<Semaphore>,
+    in_flight: Mutex<Vec<tokio::task::JoinHandle<Result<IndexPack, BackendError>>>>,
+    done: Mutex<Vec<IndexPack>>,
+    dry_run: bool,
+    /// What was saved so far.
+    pub stats: SaveStats,
+}
+
+impl<'r> Packer<'r> {
+    /// A packer writing to `repo` (or, with `dry_run`, only counting).
+    pub fn new(repo: &'r Repository, dry_run: bool) -> Packer<'r> {
+        Packer {
+            repo,
+            open: [Mutex::new(None), Mutex::new(None)],
+            uploads: Arc::new(Semaphore::new(repo.backend().concurrency().max(1))),
+            in_flight: Mutex::new(Vec::new()),
+            done: Mutex::new(Vec::new()),
+            dry_run,
+            stats: SaveStats::default(),
+        }
+    }
+
+    /// Compresses (with `zstd`, if given), seals and adds one blob.
+    pub fn add(&self, blob_type: BlobType, id: Id, plain: &[u8], zstd: Option<&mut zstd::bulk::Compressor<'_>>) -> Result<()> {
+        let (compressed, stored) = pack::encode_blob(self.repo.key(), plain, zstd);
+        let counter = if blob_type == BlobType::Data { &self.stats.data_blobs } else { &self.stats.tree_blobs };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.raw_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.stats.stored_bytes.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if self.dry_run {
+            return Ok(());
+        }
+        let target = self.repo.config().pack_size as usize;
+        let full = {
+            let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
+            let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
+            w.add(id, compressed, plain.len() as u32, &stored);
+            if w.size() >= target { slot.take() } else { None }
+        };
+        match full {
+            Some(w) => self.upload(w),
+            None => Ok(()),
+        }
+    }
+
+    fn upload(&self, w: PackWriter) -> Result<()> {
+        self.check_failed()?;
+        let (id, data, blobs) = w.finish(self.repo.key());
+        let permit = self.repo.block_on(Arc::clone(&self.uploads).acquire_owned()).expect("semaphore open");
+        let backend = Arc::clone(self.repo.backend());
+        let size = data.len() as u64;
+        let task = self.repo.runtime().spawn(async move {
+            let _permit = permit;
+            match backend.write(&Handle::id(FileKind::Pack, &id), Bytes::from(data)).await {
+                Ok(()) | Err(BackendError::AlreadyExists(_)) => Ok(IndexPack { id, size, blobs }),
+                Err(e) => Err(e),
+            }
+        });
+        self.in_flight.lock().expect("poisoned").push(task);
+        Ok(())
+    }
+
+    /// Collects finished uploads; fails early if one failed.
+    fn check_failed(&self) -> Result<()> {
+        let mut tasks = self.in_flight.lock().expect("poisoned");
+        let mut i = 0;
+        while i < tasks.len() {
+            if tasks[i].is_finished() {
+                let t = tasks.swap_remove(i);
+                let r = self.repo.block_on(t).map_err(|e| Error::Incomplete(format!("upload task failed: {e}")))?;
+                self.done.lock().expect("poisoned").push(r?);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads the open packs, waits for every upload and writes one index file
+    /// listing them. Returns its ID (None if nothing new was written).
+    pub fn finish(&self) -> Result<Option<Id>> {
+        for slot in &self.open {
+            let w = slot.lock().expect("poisoned").take();
+            if let Some(w) = w.filter(|w| !w.is_empty()) {
+                self.upload(w)?;
+            }
+        }
+        let tasks = std::mem::take(&mut *self.in_flight.lock().expect("poisoned"));
+        let mut first_err = None;
+        for t in tasks {
+            match self.repo.block_on(t) {
+                Ok(Ok(p)) => self.done.lock().expect("poisoned").push(p),
+                Ok(Err(e)) => first_err = first_err.or(Some(Error::from(e))),
+                Err(e) => first_err = first_err.or(Some(Error::Incomplete(format!("upload task failed: {e}")))),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let packs = std::mem::take(&mut *self.done.lock().expect("poisoned"));
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile { supersedes: Vec::new(), packs };
+        Ok(Some(self.repo.save_file(FileKind::Index, &file.encode())?))
+    }
+}
