@@ -17,11 +17,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::backend::FileKind;
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::{Error, Result};
+use crate::filter::PathFilter;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::index::Index;
@@ -86,47 +86,14 @@ impl Sink<'_> {
         let id = self.repo.key().blob_id(data);
         if !self.index.contains(&id) && self.queued.insert(id) {
             self.tx
-                .send(Job { blob_type, id, data: data.to_vec() })
+                .send(Job {
+                    blob_type,
+                    id,
+                    data: data.to_vec(),
+                })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
         }
         Ok(id)
-    }
-}
-
-struct Excludes {
-    full: GlobSet,
-    base: GlobSet,
-}
-
-impl Excludes {
-    fn new(patterns: &[String]) -> Result<Excludes> {
-        let (mut full, mut base) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            let p = p.trim_end_matches('/');
-            let glob = |s: &str| {
-                GlobBuilder::new(s)
-                    .literal_separator(true)
-                    .backslash_escape(true)
-                    .build()
-                    .map_err(|e| Error::InvalidArgument(format!("exclude pattern {p:?}: {e}")))
-            };
-            if p.contains('/') {
-                full.add(glob(p)?);
-                if !p.starts_with('/') {
-                    full.add(glob(&format!("**/{p}"))?);
-                }
-                // A pattern matching a directory excludes what is below it too.
-                full.add(glob(&format!("{}{p}/**", if p.starts_with('/') { "" } else { "**/" }))?);
-            } else {
-                base.add(glob(p)?);
-            }
-        }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")));
-        Ok(Excludes { full: build(full)?, base: build(base)? })
-    }
-
-    fn matches(&self, path: &Path) -> bool {
-        path.file_name().is_some_and(|n| self.base.is_match(n)) || self.full.is_match(path)
     }
 }
 
@@ -146,7 +113,7 @@ struct Walker<'a> {
     sink: Sink<'a>,
     chunker: Chunker,
     buf: Vec<u8>,
-    excludes: Excludes,
+    excludes: PathFilter,
     opts: &'a BackupOptions,
     report: &'a dyn Report,
     progress: &'a Progress,
@@ -162,18 +129,27 @@ fn ts(sec: i64, nsec: i64) -> Timestamp {
 }
 
 fn open_noatime(path: &Path) -> io::Result<File> {
-    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,
     }
 }
 
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
     let mut out: Vec<Xattr> = names
         .filter_map(|n| {
             let value = xattr::get(path, &n).ok().flatten()?;
-            Some(Xattr { name: ByteStr(n.into_vec()), value: ByteStr(value) })
+            Some(Xattr {
+                name: ByteStr(n.into_vec()),
+                value: ByteStr(value),
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -190,7 +166,8 @@ impl Walker<'_> {
 
     fn warn(&mut self, path: &Path, e: impl std::fmt::Display) {
         self.summary.errors += 1;
-        self.report.warn(&format!("{}: {e} (skipped)", path.display()));
+        self.report
+            .warn(&format!("{}: {e} (skipped)", path.display()));
     }
 
     fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata) -> Node {
@@ -213,12 +190,22 @@ impl Walker<'_> {
         let user = self
             .users
             .entry(m.uid())
-            .or_insert_with(|| nix::unistd::User::from_uid(m.uid().into()).ok().flatten().map(|u| u.name))
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(m.uid().into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
             .clone();
         let group = self
             .groups
             .entry(m.gid())
-            .or_insert_with(|| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map(|g| g.name))
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(m.gid().into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+            })
             .clone();
         Node {
             name: ByteStr(name.to_vec()),
@@ -231,7 +218,11 @@ impl Walker<'_> {
             mtime: ts(m.mtime(), m.mtime_nsec()),
             atime: ts(m.atime(), m.atime_nsec()),
             ctime: ts(m.ctime(), m.ctime_nsec()),
-            size: if node_type == NodeType::File { m.size() } else { 0 },
+            size: if node_type == NodeType::File {
+                m.size()
+            } else {
+                0
+            },
             inode: m.ino(),
             links: m.nlink(),
             device: m.dev(),
@@ -244,7 +235,14 @@ impl Walker<'_> {
     }
 
     /// Builds the node for `path` (already stat'ed); None if it must be skipped.
-    fn entry(&mut self, name: &[u8], path: &Path, m: &Metadata, old: Option<&Node>, root_dev: u64) -> Result<Option<Node>> {
+    fn entry(
+        &mut self,
+        name: &[u8],
+        path: &Path,
+        m: &Metadata,
+        old: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Option<Node>> {
         let mut node = self.base_node(name, path, m);
         match node.node_type {
             NodeType::Dir => {
@@ -277,13 +275,20 @@ impl Walker<'_> {
         match self.sink.repo.load_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.report.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
+                self.report.warn(&format!(
+                    "parent tree {id} unreadable, reading files again: {e}"
+                ));
                 None
             }
         }
     }
 
-    fn file_content(&mut self, path: &Path, node: &Node, old: Option<&Node>) -> Result<Option<Vec<Id>>> {
+    fn file_content(
+        &mut self,
+        path: &Path,
+        node: &Node,
+        old: Option<&Node>,
+    ) -> Result<Option<Vec<Id>>> {
         if let Some(o) = old
             && !self.opts.force
             && o.node_type == NodeType::File
@@ -324,7 +329,8 @@ impl Walker<'_> {
         };
         self.count_new(old);
         if node.links > 1 {
-            self.hardlinks.insert(link_key, (node.size, content.clone()));
+            self.hardlinks
+                .insert(link_key, (node.size, content.clone()));
         }
         Ok(Some(content))
     }
@@ -338,11 +344,19 @@ impl Walker<'_> {
     }
 
     fn read_content(&mut self, src: impl Read) -> Result<Vec<Id>, ChunkError> {
-        let Walker { chunker, buf, sink, progress, .. } = self;
+        let Walker {
+            chunker,
+            buf,
+            sink,
+            progress,
+            ..
+        } = self;
         let mut ids = Vec::new();
         let n = chunker.chunk_reader(src, buf, |chunk| {
             ids.push(sink.save(BlobType::Data, chunk)?);
-            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok(())
         })?;
         self.summary.files_read += 1;
@@ -351,7 +365,13 @@ impl Walker<'_> {
     }
 
     /// Walks a real directory; returns its tree ID.
-    fn dir(&mut self, path: &Path, old: Option<&Tree>, old_node: Option<&Node>, root_dev: u64) -> Result<Id> {
+    fn dir(
+        &mut self,
+        path: &Path,
+        old: Option<&Tree>,
+        old_node: Option<&Node>,
+        root_dev: u64,
+    ) -> Result<Id> {
         self.check_workers()?;
         let mut names: Vec<OsString> = match fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
@@ -387,16 +407,27 @@ impl Walker<'_> {
 
     fn finish_tree(&mut self, tree: Tree, old_node: Option<&Node>) -> Result<Id> {
         let id = self.sink.save(BlobType::Tree, &tree.to_bytes())?;
+        self.count_dir(id, old_node);
+        Ok(id)
+    }
+
+    fn count_dir(&mut self, id: Id, old_node: Option<&Node>) {
         match old_node.and_then(|o| o.subtree) {
             None => self.summary.dirs_new += 1,
             Some(o) if o == id => self.summary.dirs_unmodified += 1,
             Some(_) => self.summary.dirs_changed += 1,
         }
-        Ok(id)
     }
 
-    /// Walks a virtual directory (the path components above the sources).
-    fn vdir(&mut self, dir: &VDir, old: Option<&Tree>, old_node: Option<&Node>) -> Result<Id> {
+    /// Walks a virtual directory (the path components above the sources); the
+    /// root is not counted as a directory.
+    fn vdir(
+        &mut self,
+        dir: &VDir,
+        old: Option<&Tree>,
+        old_node: Option<&Node>,
+        root: bool,
+    ) -> Result<Id> {
         let mut tree = Tree::default();
         for (name, child) in &dir.children {
             let old_child = old.and_then(|t| t.find(name));
@@ -416,13 +447,17 @@ impl Walker<'_> {
                     let mut node = self.base_node(name, p, &m);
                     node.node_type = NodeType::Dir;
                     let old_tree = self.old_subtree(old_child);
-                    node.subtree = Some(self.vdir(sub, old_tree.as_ref(), old_child)?);
+                    node.subtree = Some(self.vdir(sub, old_tree.as_ref(), old_child, false)?);
                     Some(node)
                 }
             };
             tree.entries.extend(node);
         }
-        self.finish_tree(tree, old_node)
+        if root {
+            self.sink.save(BlobType::Tree, &tree.to_bytes())
+        } else {
+            self.finish_tree(tree, old_node)
+        }
     }
 
     fn stdin(&mut self, name: &str, old: Option<&Tree>) -> Result<Id> {
@@ -461,7 +496,12 @@ impl Walker<'_> {
             content: Some(content),
             subtree: None,
         };
-        self.finish_tree(Tree { entries: vec![node] }, None)
+        self.finish_tree(
+            Tree {
+                entries: vec![node],
+            },
+            None,
+        )
     }
 }
 
@@ -486,7 +526,16 @@ fn build_vroot(paths: &[PathBuf]) -> VDir {
     let mut sorted = paths.to_vec();
     sorted.sort();
     'paths: for p in sorted {
-        let comps: Vec<_> = p.components().filter_map(|c| if let Component::Normal(n) = c { Some(n) } else { None }).collect();
+        let comps: Vec<_> = p
+            .components()
+            .filter_map(|c| {
+                if let Component::Normal(n) = c {
+                    Some(n)
+                } else {
+                    None
+                }
+            })
+            .collect();
         if comps.is_empty() {
             continue;
         }
@@ -499,7 +548,10 @@ fn build_vroot(paths: &[PathBuf]) -> VDir {
                 dir.children.insert(key, VEntry::Leaf(cur.clone()));
                 continue 'paths;
             }
-            let e = dir.children.entry(key).or_insert_with(|| VEntry::Dir(cur.clone(), VDir::default()));
+            let e = dir
+                .children
+                .entry(key)
+                .or_insert_with(|| VEntry::Dir(cur.clone(), VDir::default()));
             match e {
                 // A source that contains this one already covers it.
                 VEntry::Leaf(_) => continue 'paths,
@@ -510,21 +562,58 @@ fn build_vroot(paths: &[PathBuf]) -> VDir {
     root
 }
 
+/// Counts the files and bytes below `paths` into `progress`'s totals (for an ETA);
+/// meant to run beside [`backup`]. Errors are ignored: the backup reports them.
+pub fn scan(paths: &[PathBuf], excludes: &[String], progress: &Progress) {
+    let Ok(filter) = PathFilter::new(excludes) else {
+        return;
+    };
+    let mut stack: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| clean_absolute(p).ok())
+        .collect();
+    while let Some(path) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if m.is_dir() {
+            for e in fs::read_dir(&path).into_iter().flatten().flatten() {
+                let child = e.path();
+                if !filter.matches(&child) {
+                    stack.push(child);
+                }
+            }
+        } else if m.is_file() {
+            progress.total_files.fetch_add(1, Ordering::Relaxed);
+            progress.total_bytes.fetch_add(m.len(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs a backup and saves the snapshot.
-pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, progress: &Progress) -> Result<BackupResult> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    report: &dyn Report,
+    progress: &Progress,
+) -> Result<BackupResult> {
     let start = Instant::now();
     let backup_start = chrono::Local::now().fixed_offset();
     let index = repo.index()?;
     let paths: Vec<String> = match &opts.stdin_filename {
         Some(name) => {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::InvalidArgument(format!("--stdin-filename {name:?} must be a plain file name")));
+                return Err(Error::InvalidArgument(format!(
+                    "--stdin-filename {name:?} must be a plain file name"
+                )));
             }
             vec![format!("/{name}")]
         }
         None => {
             if opts.paths.is_empty() {
-                return Err(Error::InvalidArgument("nothing to back up: give at least one path".into()));
+                return Err(Error::InvalidArgument(
+                    "nothing to back up: give at least one path".into(),
+                ));
             }
             let mut v = Vec::new();
             for p in &opts.paths {
@@ -544,23 +633,35 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, prog
     // The parent snapshot: the files it lists unchanged are not read again.
     let parent = match &opts.parent {
         Some(spec) => Some(repo.find_snapshot(spec)?),
-        None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
+        None => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
     };
     let parent_tree = match &parent {
         Some((_, s)) => match repo.load_tree(&s.tree) {
             Ok(t) => Some(t),
             Err(e) => {
-                report.warn(&format!("parent snapshot unreadable, reading all files: {e}"));
+                report.warn(&format!(
+                    "parent snapshot unreadable, reading all files: {e}"
+                ));
                 None
             }
         },
         None => None,
     };
 
-    let _lock = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(repo.lock_shared()?)
+    };
     let packer = Packer::new(repo, opts.dry_run);
     let level = opts.compression.unwrap_or(repo.config().compression);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
     let worker_error = Mutex::new(None);
 
@@ -568,7 +669,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, prog
         for _ in 0..workers {
             let (rx, packer, worker_error) = (rx.clone(), &packer, &worker_error);
             s.spawn(move || {
-                let mut z = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
+                let mut z = if level > 0 {
+                    zstd::bulk::Compressor::new(level).ok()
+                } else {
+                    None
+                };
                 for job in rx {
                     if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
                         worker_error.lock().expect("poisoned").get_or_insert(e);
@@ -579,10 +684,15 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, prog
         }
         drop(rx);
         let mut w = Walker {
-            sink: Sink { repo, index: &index, queued: HashSet::new(), tx },
+            sink: Sink {
+                repo,
+                index: &index,
+                queued: HashSet::new(),
+                tx,
+            },
             chunker: Chunker::new(repo.config().chunker, repo.key().chunker_seed()),
             buf: Vec::new(),
-            excludes: Excludes::new(&opts.excludes)?,
+            excludes: PathFilter::new(&opts.excludes)?,
             opts,
             report,
             progress,
@@ -596,7 +706,7 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, prog
             Some(name) => w.stdin(name, parent_tree.as_ref()),
             None => {
                 let root = build_vroot(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
-                w.vdir(&root, parent_tree.as_ref(), None)
+                w.vdir(&root, parent_tree.as_ref(), None, true)
             }
         };
         let Walker { sink, summary, .. } = w;
@@ -632,7 +742,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, report: &dyn Report, prog
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
+    let id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_json(FileKind::Snapshot, &snapshot)?)
+    };
     Ok(BackupResult { id, snapshot })
 }
 
@@ -642,18 +756,27 @@ mod tests {
 
     #[test]
     fn excludes_and_paths() {
-        let ex = Excludes::new(&["*.tmp".into(), "cache/".into(), "/abs/skip".into()]).unwrap();
+        let ex = PathFilter::new(&["*.tmp".into(), "cache/".into(), "/abs/skip".into()]).unwrap();
         assert!(ex.matches(Path::new("/x/y/a.tmp")));
         assert!(!ex.matches(Path::new("/x/y/a.tmpx")));
         assert!(ex.matches(Path::new("/x/cache")));
         assert!(ex.matches(Path::new("/abs/skip")));
         assert!(ex.matches(Path::new("/abs/skip/deeper")));
         assert!(!ex.matches(Path::new("/other/abs/skip")));
-        assert_eq!(clean_absolute(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
-        let root = build_vroot(&[PathBuf::from("/a/b"), PathBuf::from("/a/b/c"), PathBuf::from("/d")]);
+        assert_eq!(
+            clean_absolute(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
+        let root = build_vroot(&[
+            PathBuf::from("/a/b"),
+            PathBuf::from("/a/b/c"),
+            PathBuf::from("/d"),
+        ]);
         assert_eq!(root.children.len(), 2);
         match root.children.get(&b"a"[..]) {
-            Some(VEntry::Dir(_, d)) => assert!(matches!(d.children.get(&b"b"[..]), Some(VEntry::Leaf(_)))),
+            Some(VEntry::Dir(_, d)) => {
+                assert!(matches!(d.children.get(&b"b"[..]), Some(VEntry::Leaf(_))))
+            }
             _ => panic!("expected a virtual dir"),
         }
     }

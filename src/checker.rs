@@ -1,0 +1,257 @@
+//! `check`: verifies that every snapshot's trees and blobs are indexed, that every
+//! indexed pack exists with the right size, and with `read_data` that every blob
+//! decrypts and matches its ID. Problems are reported one by one, never fatal.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::backend::{FileKind, Handle};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::repo::index::{Index, IndexFile};
+use crate::repo::pack;
+use crate::repo::tree::NodeType;
+use crate::{Progress, Report};
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// A random fraction (0..=1) of the packs.
+    Fraction(f64),
+    /// Part `n` of `t` (1-based), by pack name.
+    Part(u32, u32),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subset> {
+        let bad =
+            || Error::InvalidArgument(format!("--read-data-subset {s:?}: expected N% or n/t"));
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Subset::Fraction(p / 100.0));
+        }
+        let (n, t) = s.split_once('/').ok_or_else(bad)?;
+        let (n, t): (u32, u32) = (n.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
+        if t == 0 || n == 0 || n > t {
+            return Err(bad());
+        }
+        Ok(Subset::Part(n, t))
+    }
+}
+
+/// What `check` looks at.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Read and verify pack contents.
+    pub read_data: bool,
+    /// Only this subset of packs (implies reading data).
+    pub subset: Option<Subset>,
+}
+
+/// What `check` found.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CheckSummary {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Distinct trees checked.
+    pub trees: usize,
+    /// Packs in the index.
+    pub packs: usize,
+    /// Packs read and verified.
+    pub packs_read: usize,
+    /// Problems (each also reported).
+    pub errors: Vec<String>,
+    /// Harmless findings (e.g. packs left by an interrupted backup).
+    pub warnings: Vec<String>,
+}
+
+struct Findings<'a> {
+    report: &'a dyn Report,
+    summary: Mutex<CheckSummary>,
+}
+
+impl Findings<'_> {
+    fn error(&self, msg: String) {
+        self.report.warn(&format!("error: {msg}"));
+        self.summary.lock().expect("poisoned").errors.push(msg);
+    }
+    fn warning(&self, msg: String) {
+        self.report.warn(&format!("warning: {msg}"));
+        self.summary.lock().expect("poisoned").warnings.push(msg);
+    }
+}
+
+fn choose_packs(mut packs: Vec<(Id, u64)>, subset: Option<Subset>) -> Result<Vec<(Id, u64)>> {
+    match subset {
+        None => Ok(packs),
+        Some(Subset::Part(n, t)) => Ok(packs
+            .into_iter()
+            .filter(|(id, _)| u32::from_le_bytes(id.0[..4].try_into().expect("4")) % t == n - 1)
+            .collect()),
+        Some(Subset::Fraction(f)) => {
+            let want = (packs.len() as f64 * f).ceil() as usize;
+            for i in (1..packs.len()).rev() {
+                let mut r = [0u8; 8];
+                crate::crypto::random_bytes(&mut r)?;
+                packs.swap(i, (u64::from_le_bytes(r) % (i as u64 + 1)) as usize);
+            }
+            packs.truncate(want);
+            Ok(packs)
+        }
+    }
+}
+
+/// Checks the repository. Returns an error only if checking itself cannot proceed.
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    report: &dyn Report,
+    progress: &Progress,
+) -> Result<CheckSummary> {
+    let found = Findings {
+        report,
+        summary: Mutex::new(CheckSummary::default()),
+    };
+
+    // Index files, one by one, so one damaged file does not hide the rest.
+    let ids = repo.list_ids(FileKind::Index)?;
+    let mut files: Vec<(Id, IndexFile)> = Vec::new();
+    for (id, r) in ids.iter().zip(repo.load_files(FileKind::Index, &ids)) {
+        match r.and_then(|b| IndexFile::decode(&b)) {
+            Ok(f) => files.push((*id, f)),
+            Err(e) => found.error(format!("index/{id}: {e}")),
+        }
+    }
+    let index = Index::build(files);
+
+    // Every indexed pack exists with its size.
+    let listed: HashMap<String, u64> = repo
+        .block_on(repo.backend().list(FileKind::Pack))?
+        .into_iter()
+        .map(|f| (f.name, f.size))
+        .collect();
+    let mut readable = Vec::new();
+    let indexed: HashSet<String> = index.packs().iter().map(|(id, _)| id.to_hex()).collect();
+    for (id, size) in index.packs() {
+        match listed.get(&id.to_hex()) {
+            None => found.error(format!(
+                "pack {id} is in the index but missing from the repository"
+            )),
+            Some(s) if s != size => found.error(format!(
+                "pack {id} has size {s}, the index says {size} (truncated or damaged)"
+            )),
+            Some(_) => readable.push((*id, *size)),
+        }
+    }
+    let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
+    if unindexed > 0 {
+        found.warning(format!(
+            "{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"
+        ));
+    }
+
+    // Snapshots and their trees.
+    let snaps = repo.snapshots_with(|id, e| found.error(format!("snapshot {id}: {e}")))?;
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    for (sid, snap) in &snaps {
+        let mut stack = vec![(snap.tree, String::from("/"))];
+        while let Some((tid, path)) = stack.pop() {
+            if !seen_trees.insert(tid) {
+                continue;
+            }
+            if !index.contains(&tid) {
+                found.error(format!(
+                    "snapshot {}: tree {tid} for {path} is missing from the index",
+                    sid.short()
+                ));
+                continue;
+            }
+            let tree = match repo.load_tree(&tid) {
+                Ok(t) => t,
+                Err(e) => {
+                    found.error(format!("snapshot {}: {path}: {e}", sid.short()));
+                    continue;
+                }
+            };
+            for n in &tree.entries {
+                let child = format!(
+                    "{}{}",
+                    if path.ends_with('/') {
+                        path.clone()
+                    } else {
+                        format!("{path}/")
+                    },
+                    String::from_utf8_lossy(&n.name.0)
+                );
+                match n.node_type {
+                    NodeType::Dir => stack.push((n.subtree.unwrap_or_default(), child)),
+                    NodeType::File => {
+                        for b in n.content.as_deref().unwrap_or_default() {
+                            if !index.contains(b) {
+                                found.error(format!(
+                                    "snapshot {}: {child}: blob {b} is missing from the index",
+                                    sid.short()
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    {
+        let mut s = found.summary.lock().expect("poisoned");
+        s.snapshots = snaps.len();
+        s.trees = seen_trees.len();
+        s.packs = index.packs().len();
+    }
+
+    if opts.read_data || opts.subset.is_some() {
+        let packs = choose_packs(readable, opts.subset)?;
+        progress
+            .total_files
+            .store(packs.len() as u64, Ordering::Relaxed);
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    while let Some((id, _)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        read_pack(repo, &index, id, &found);
+                        progress.files.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        found.summary.lock().expect("poisoned").packs_read = packs.len();
+    }
+    Ok(found.summary.into_inner().expect("poisoned"))
+}
+
+fn read_pack(repo: &Repository, index: &Index, id: &Id, found: &Findings<'_>) {
+    let data = match repo.block_on(repo.backend().read(&Handle::id(FileKind::Pack, id), None)) {
+        Ok(d) => d,
+        Err(e) => return found.error(format!("pack {id}: cannot read: {e}")),
+    };
+    let blobs = match pack::verify_pack(repo.key(), id, &data) {
+        Ok(b) => b,
+        Err(e) => return found.error(format!("pack {id}: {e}")),
+    };
+    for (e, r) in blobs {
+        if let Err(err) = r {
+            found.error(format!("pack {id}: {err}"));
+        }
+        if index.get(&e.id).is_none() {
+            found.warning(format!("pack {id}: blob {} is not in the index", e.id));
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod checker;
 pub mod chunker;
 pub mod crypto;
 pub mod error;
+pub mod filter;
 pub mod id;
 pub mod repo;
 pub mod restorer;

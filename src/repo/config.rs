@@ -43,10 +43,16 @@ impl Config {
         }
         self.chunker.validate()?;
         if !(0..=22).contains(&self.compression) {
-            return Err(Error::InvalidArgument(format!("compression level {} is out of range 0..=22", self.compression)));
+            return Err(Error::InvalidArgument(format!(
+                "compression level {} is out of range 0..=22",
+                self.compression
+            )));
         }
         if !(Self::MIN_PACK..=Self::MAX_PACK).contains(&self.pack_size) {
-            return Err(Error::InvalidArgument(format!("pack size {} is out of range 1 MiB..=1 GiB", self.pack_size)));
+            return Err(Error::InvalidArgument(format!(
+                "pack size {} is out of range 1 MiB..=1 GiB",
+                self.pack_size
+            )));
         }
         Ok(())
     }
@@ -59,12 +65,16 @@ pub fn parse_compression(s: &str) -> Result<i32> {
         "fastest" => 1,
         "auto" | "default" => 3,
         "max" => 19,
-        n => n
-            .parse::<i32>()
-            .map_err(|_| Error::InvalidArgument(format!("compression {s:?}: expected off, fastest, default, max or 1..22")))?,
+        n => n.parse::<i32>().map_err(|_| {
+            Error::InvalidArgument(format!(
+                "compression {s:?}: expected off, fastest, default, max or 1..22"
+            ))
+        })?,
     };
     if !(0..=22).contains(&level) {
-        return Err(Error::InvalidArgument(format!("compression level {level} is out of range 1..=22")));
+        return Err(Error::InvalidArgument(format!(
+            "compression level {level} is out of range 1..=22"
+        )));
     }
     Ok(level)
 }
@@ -80,7 +90,13 @@ mod tests {
         assert_eq!(parse_compression("7").unwrap(), 7);
         assert!(parse_compression("99").is_err());
         assert!(parse_compression("fast").is_err());
-        let mut c = Config { version: 1, id: Id::default(), chunker: ChunkSizes::default(), compression: 3, pack_size: 16 << 20 };
+        let mut c = Config {
+            version: 1,
+            id: Id::default(),
+            chunker: ChunkSizes::default(),
+            compression: 3,
+            pack_size: 16 << 20,
+        };
         assert!(c.validate().is_ok());
         c.version = 2;
         let e = c.validate().unwrap_err().to_string();
