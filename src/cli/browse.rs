@@ -75,7 +75,8 @@ pub fn snapshots(g: &Global, out: &Output, a: SnapshotsArgs) -> Result<i32> {
         .filter(|(_, s)| a.filter.matches(s))
         .collect();
     if let Some(n) = a.latest {
-        let mut groups: BTreeMap<(String, Vec<String>), Vec<(Id, Snapshot)>> = BTreeMap::new();
+        type Group = (String, Vec<String>);
+        let mut groups: BTreeMap<Group, Vec<(Id, Snapshot)>> = BTreeMap::new();
         for (id, s) in list {
             groups
                 .entry((s.hostname.clone(), s.sorted_paths()))
@@ -86,7 +87,7 @@ pub fn snapshots(g: &Global, out: &Output, a: SnapshotsArgs) -> Result<i32> {
             .into_values()
             .flat_map(|g| g.into_iter().rev().take(n).rev())
             .collect();
-        list.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        list.sort_by_key(|(_, s)| s.time);
     }
     if out.json {
         out.json(

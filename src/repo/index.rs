@@ -172,7 +172,7 @@ impl Index {
                 }));
             }
         }
-        idx.slots.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        idx.slots.sort_unstable_by_key(|s| s.id);
         idx.slots.dedup_by(|a, b| a.id == b.id);
         idx.slots.shrink_to_fit();
         idx
