@@ -502,7 +502,7 @@ fn fill_pack(
             ));
         }
     };
-    let mut open: HashMap<usize, File> = HashMap::new();
+    let mut open: Option<(usize, File)> = None;
     let mut i = 0;
     while i < blobs.len() {
         // One read covers blobs[i..k].
@@ -551,19 +551,21 @@ fn fill_pack(
                 if zero {
                     continue;
                 }
-                let dest = &items[jobs[j].item].dest;
-                let f = match open.entry(j) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        match OpenOptions::new().write(true).open(dest) {
-                            Ok(f) => v.insert(f),
-                            Err(e) => {
-                                fail(&vec![(j, 0)], format!("cannot open for writing: {e}"));
-                                continue;
-                            }
+                // Blobs of one file sit together in a pack: keep only its handle open.
+                if open.as_ref().is_none_or(|(k, _)| *k != j) {
+                    open = None;
+                    match OpenOptions::new()
+                        .write(true)
+                        .open(&items[jobs[j].item].dest)
+                    {
+                        Ok(f) => open = Some((j, f)),
+                        Err(e) => {
+                            fail(&vec![(j, 0)], format!("cannot open for writing: {e}"));
+                            continue;
                         }
                     }
-                };
+                }
+                let Some((_, f)) = &open else { continue };
                 if let Err(e) = write_sparse(f, file_off, &plain) {
                     fail(&vec![(j, 0)], format!("write failed: {e}"));
                 }

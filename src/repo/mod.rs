@@ -153,6 +153,10 @@ impl Repository {
                 continue;
             }
             let bytes = rt.block_on(backend.read(&h, None))?;
+            if Id::hash(&bytes).to_hex() != h.name {
+                damaged.push(format!("{h}: content does not match its name"));
+                continue;
+            }
             match KeyFile::parse(&bytes).and_then(|kf| kf.open(password)) {
                 Ok(Some(m)) => {
                     master = Some(m);
