@@ -85,7 +85,7 @@ fn v1_repository_lists_checks_and_restores() {
     // The first snapshot still has the first version of hello.txt.
     let (code, out, _) = cairn(&[
         "ls",
-        &snaps[0]["short_id"].as_str().unwrap().to_string(),
+        snaps[0]["short_id"].as_str().unwrap(),
         "/tmp/cairn-fixture-v1/data",
         "--json",
     ]);
