@@ -158,6 +158,7 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
 
 impl Walker<'_> {
     fn check_workers(&self) -> Result<()> {
+        crate::check_interrupted()?;
         match self.worker_error.lock().expect("poisoned").take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -258,7 +259,11 @@ impl Walker<'_> {
             },
             NodeType::File => {
                 match self.file_content(path, &node, old)? {
-                    Some(c) => node.content = Some(c),
+                    Some((c, size)) => {
+                        // The file may have grown or shrunk since it was stat'ed.
+                        node.size = size;
+                        node.content = Some(c);
+                    }
                     None => return Ok(None),
                 }
                 self.summary.total_files_processed += 1;
@@ -288,7 +293,7 @@ impl Walker<'_> {
         path: &Path,
         node: &Node,
         old: Option<&Node>,
-    ) -> Result<Option<Vec<Id>>> {
+    ) -> Result<Option<(Vec<Id>, u64)>> {
         if let Some(o) = old
             && !self.opts.force
             && o.node_type == NodeType::File
@@ -301,14 +306,14 @@ impl Walker<'_> {
         {
             self.summary.files_unmodified += 1;
             self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
-            return Ok(Some(c.clone()));
+            return Ok(Some((c.clone(), node.size)));
         }
         let link_key = (node.device, node.inode);
         if node.links > 1
             && let Some((size, c)) = self.hardlinks.get(&link_key)
             && *size == node.size
         {
-            let c = c.clone();
+            let c = (c.clone(), *size);
             self.count_new(old);
             return Ok(Some(c));
         }
@@ -319,7 +324,7 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
-        let content = match self.read_content(file) {
+        let (content, size) = match self.read_content(file) {
             Ok(c) => c,
             Err(ChunkError::Read(e)) => {
                 self.warn(path, e);
@@ -329,10 +334,9 @@ impl Walker<'_> {
         };
         self.count_new(old);
         if node.links > 1 {
-            self.hardlinks
-                .insert(link_key, (node.size, content.clone()));
+            self.hardlinks.insert(link_key, (size, content.clone()));
         }
-        Ok(Some(content))
+        Ok(Some((content, size)))
     }
 
     fn count_new(&mut self, old: Option<&Node>) {
@@ -343,7 +347,8 @@ impl Walker<'_> {
         }
     }
 
-    fn read_content(&mut self, src: impl Read) -> Result<Vec<Id>, ChunkError> {
+    /// Chunks and saves `src`; returns the content IDs and the bytes read.
+    fn read_content(&mut self, src: impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
         let Walker {
             chunker,
             buf,
@@ -353,6 +358,7 @@ impl Walker<'_> {
         } = self;
         let mut ids = Vec::new();
         let n = chunker.chunk_reader(src, buf, |chunk| {
+            crate::check_interrupted()?;
             ids.push(sink.save(BlobType::Data, chunk)?);
             progress
                 .bytes
@@ -361,7 +367,7 @@ impl Walker<'_> {
         })?;
         self.summary.files_read += 1;
         self.summary.bytes_read += n;
-        Ok(ids)
+        Ok((ids, n))
     }
 
     /// Walks a real directory; returns its tree ID.
@@ -383,6 +389,7 @@ impl Walker<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut tree = Tree::default();
         for name in names {
+            crate::check_interrupted()?;
             let child = path.join(&name);
             if self.excludes.matches(&child) {
                 continue;
@@ -463,12 +470,11 @@ impl Walker<'_> {
     fn stdin(&mut self, name: &str, old: Option<&Tree>) -> Result<Id> {
         let now = chrono::Utc::now();
         let t = Timestamp(now.timestamp(), now.timestamp_subsec_nanos());
-        let content = match self.read_content(io::stdin().lock()) {
+        let (content, size) = match self.read_content(io::stdin().lock()) {
             Ok(c) => c,
             Err(ChunkError::Read(e)) => return Err(Error::io("standard input", e)),
             Err(ChunkError::Sink(e)) => return Err(e),
         };
-        let size = self.summary.bytes_read;
         let old_node = old.and_then(|t| t.find(name.as_bytes()));
         self.count_new(old_node);
         self.summary.total_files_processed = 1;

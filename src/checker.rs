@@ -226,12 +226,16 @@ pub fn check(
             for _ in 0..workers {
                 s.spawn(|| {
                     while let Some((id, _)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if crate::check_interrupted().is_err() {
+                            break;
+                        }
                         read_pack(repo, &index, id, &found);
                         progress.files.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             }
         });
+        crate::check_interrupted()?;
         found.summary.lock().expect("poisoned").packs_read = packs.len();
     }
     Ok(found.summary.into_inner().expect("poisoned"))

@@ -18,7 +18,7 @@ pub mod repo;
 pub mod restorer;
 pub mod util;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use error::{Error, Result};
 pub use id::Id;
@@ -41,4 +41,20 @@ pub struct Progress {
     pub total_files: AtomicU64,
     /// Bytes expected (0 if unknown).
     pub total_bytes: AtomicU64,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every running operation to stop at the next safe point (Ctrl-C).
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Fails with [`Error::Cancelled`] once [`interrupt`] was called.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
 }

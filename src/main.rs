@@ -23,10 +23,28 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // First Ctrl-C (or SIGTERM): stop at the next safe point, releasing locks and
+    // leaving the repository consistent. Second: exit at once.
     rt.spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ncairn: interrupted");
-            std::process::exit(130);
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            if !first {
+                std::process::exit(130);
+            }
+            first = false;
+            eprintln!("\ncairn: interrupted, stopping (interrupt again to exit at once)");
+            cairn::interrupt();
         }
     });
     let code = match cli::run(args, rt.handle().clone()) {

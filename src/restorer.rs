@@ -109,6 +109,7 @@ impl Plan<'_> {
             node,
         });
         let mut any = false;
+        crate::check_interrupted()?;
         for child in tree.entries {
             let name = child.os_name().to_owned();
             any |= self.add(child, snap_path.join(&name), dest.join(&name), selected)?;
@@ -327,12 +328,14 @@ pub fn restore(
                 }
                 continue;
             }
-            inodes.insert((n.device, n.inode), jobs.len());
         }
         match create_item(item) {
             Ok(()) => match n.node_type {
                 NodeType::Dir => summary.dirs += 1,
                 NodeType::File => {
+                    if n.links > 1 && n.inode != 0 {
+                        inodes.insert((n.device, n.inode), jobs.len());
+                    }
                     jobs.push(FileJob {
                         item: i,
                         link_of: None,
@@ -403,6 +406,10 @@ pub fn restore(
         for _ in 0..workers {
             s.spawn(|| {
                 loop {
+                    if let Err(e) = crate::check_interrupted() {
+                        fatal.lock().expect("poisoned").get_or_insert(e);
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some((pack_no, blobs)) = packs.get(i) else {
                         break;
