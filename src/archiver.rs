@@ -86,11 +86,7 @@ impl Sink<'_> {
         let id = self.repo.key().blob_id(data);
         if !self.index.contains(&id) && self.queued.insert(id) {
             self.tx
-                .send(Job {
-                    blob_type,
-                    id,
-                    data: data.to_vec(),
-                })
+                .send(Job { blob_type, id, data: data.to_vec() })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
         }
         Ok(id)
@@ -129,11 +125,7 @@ fn ts(sec: i64, nsec: i64) -> Timestamp {
 }
 
 fn open_noatime(path: &Path) -> io::Result<File> {
-    match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
+    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,
     }
@@ -146,10 +138,7 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
     let mut out: Vec<Xattr> = names
         .filter_map(|n| {
             let value = xattr::get(path, &n).ok().flatten()?;
-            Some(Xattr {
-                name: ByteStr(n.into_vec()),
-                value: ByteStr(value),
-            })
+            Some(Xattr { name: ByteStr(n.into_vec()), value: ByteStr(value) })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -167,8 +156,7 @@ impl Walker<'_> {
 
     fn warn(&mut self, path: &Path, e: impl std::fmt::Display) {
         self.summary.errors += 1;
-        self.report
-            .warn(&format!("{}: {e} (skipped)", path.display()));
+        self.report.warn(&format!("{}: {e} (skipped)", path.display()));
     }
 
     fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata) -> Node {
@@ -191,22 +179,12 @@ impl Walker<'_> {
         let user = self
             .users
             .entry(m.uid())
-            .or_insert_with(|| {
-                nix::unistd::User::from_uid(m.uid().into())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
+            .or_insert_with(|| nix::unistd::User::from_uid(m.uid().into()).ok().flatten().map(|u| u.name))
             .clone();
         let group = self
             .groups
             .entry(m.gid())
-            .or_insert_with(|| {
-                nix::unistd::Group::from_gid(m.gid().into())
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
+            .or_insert_with(|| nix::unistd::Group::from_gid(m.gid().into()).ok().flatten().map(|g| g.name))
             .clone();
         Node {
             name: ByteStr(name.to_vec()),
@@ -219,11 +197,7 @@ impl Walker<'_> {
             mtime: ts(m.mtime(), m.mtime_nsec()),
             atime: ts(m.atime(), m.atime_nsec()),
             ctime: ts(m.ctime(), m.ctime_nsec()),
-            size: if node_type == NodeType::File {
-                m.size()
-            } else {
-                0
-            },
+            size: if node_type == NodeType::File { m.size() } else { 0 },
             inode: m.ino(),
             links: m.nlink(),
             device: m.dev(),
@@ -280,20 +254,13 @@ impl Walker<'_> {
         match self.sink.repo.load_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.report.warn(&format!(
-                    "parent tree {id} unreadable, reading files again: {e}"
-                ));
+                self.report.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
                 None
             }
         }
     }
 
-    fn file_content(
-        &mut self,
-        path: &Path,
-        node: &Node,
-        old: Option<&Node>,
-    ) -> Result<Option<(Vec<Id>, u64)>> {
+    fn file_content(&mut self, path: &Path, node: &Node, old: Option<&Node>) -> Result<Option<(Vec<Id>, u64)>> {
         if let Some(o) = old
             && !self.opts.force
             && o.node_type == NodeType::File
@@ -349,20 +316,12 @@ impl Walker<'_> {
 
     /// Chunks and saves `src`; returns the content IDs and the bytes read.
     fn read_content(&mut self, src: impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
-        let Walker {
-            chunker,
-            buf,
-            sink,
-            progress,
-            ..
-        } = self;
+        let Walker { chunker, buf, sink, progress, .. } = self;
         let mut ids = Vec::new();
         let n = chunker.chunk_reader(src, buf, |chunk| {
             crate::check_interrupted()?;
             ids.push(sink.save(BlobType::Data, chunk)?);
-            progress
-                .bytes
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok(())
         })?;
         self.summary.files_read += 1;
@@ -371,13 +330,7 @@ impl Walker<'_> {
     }
 
     /// Walks a real directory; returns its tree ID.
-    fn dir(
-        &mut self,
-        path: &Path,
-        old: Option<&Tree>,
-        old_node: Option<&Node>,
-        root_dev: u64,
-    ) -> Result<Id> {
+    fn dir(&mut self, path: &Path, old: Option<&Tree>, old_node: Option<&Node>, root_dev: u64) -> Result<Id> {
         self.check_workers()?;
         let mut names: Vec<OsString> = match fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
@@ -428,13 +381,7 @@ impl Walker<'_> {
 
     /// Walks a virtual directory (the path components above the sources); the
     /// root is not counted as a directory.
-    fn vdir(
-        &mut self,
-        dir: &VDir,
-        old: Option<&Tree>,
-        old_node: Option<&Node>,
-        root: bool,
-    ) -> Result<Id> {
+    fn vdir(&mut self, dir: &VDir, old: Option<&Tree>, old_node: Option<&Node>, root: bool) -> Result<Id> {
         let mut tree = Tree::default();
         for (name, child) in &dir.children {
             let old_child = old.and_then(|t| t.find(name));
@@ -460,11 +407,7 @@ impl Walker<'_> {
             };
             tree.entries.extend(node);
         }
-        if root {
-            self.sink.save(BlobType::Tree, &tree.to_bytes())
-        } else {
-            self.finish_tree(tree, old_node)
-        }
+        if root { self.sink.save(BlobType::Tree, &tree.to_bytes()) } else { self.finish_tree(tree, old_node) }
     }
 
     fn stdin(&mut self, name: &str, old: Option<&Tree>) -> Result<Id> {
@@ -502,12 +445,7 @@ impl Walker<'_> {
             content: Some(content),
             subtree: None,
         };
-        self.finish_tree(
-            Tree {
-                entries: vec![node],
-            },
-            None,
-        )
+        self.finish_tree(Tree { entries: vec![node] }, None)
     }
 }
 
@@ -532,16 +470,8 @@ fn build_vroot(paths: &[PathBuf]) -> VDir {
     let mut sorted = paths.to_vec();
     sorted.sort();
     'paths: for p in sorted {
-        let comps: Vec<_> = p
-            .components()
-            .filter_map(|c| {
-                if let Component::Normal(n) = c {
-                    Some(n)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let comps: Vec<_> =
+            p.components().filter_map(|c| if let Component::Normal(n) = c { Some(n) } else { None }).collect();
         if comps.is_empty() {
             continue;
         }
@@ -554,10 +484,7 @@ fn build_vroot(paths: &[PathBuf]) -> VDir {
                 dir.children.insert(key, VEntry::Leaf(cur.clone()));
                 continue 'paths;
             }
-            let e = dir
-                .children
-                .entry(key)
-                .or_insert_with(|| VEntry::Dir(cur.clone(), VDir::default()));
+            let e = dir.children.entry(key).or_insert_with(|| VEntry::Dir(cur.clone(), VDir::default()));
             match e {
                 // A source that contains this one already covers it.
                 VEntry::Leaf(_) => continue 'paths,
@@ -574,10 +501,7 @@ pub fn scan(paths: &[PathBuf], excludes: &[String], progress: &Progress) {
     let Ok(filter) = PathFilter::new(excludes) else {
         return;
     };
-    let mut stack: Vec<PathBuf> = paths
-        .iter()
-        .filter_map(|p| clean_absolute(p).ok())
-        .collect();
+    let mut stack: Vec<PathBuf> = paths.iter().filter_map(|p| clean_absolute(p).ok()).collect();
     while let Some(path) = stack.pop() {
         let Ok(m) = fs::symlink_metadata(&path) else {
             continue;
@@ -609,17 +533,13 @@ pub fn backup(
     let paths: Vec<String> = match &opts.stdin_filename {
         Some(name) => {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::InvalidArgument(format!(
-                    "--stdin-filename {name:?} must be a plain file name"
-                )));
+                return Err(Error::InvalidArgument(format!("--stdin-filename {name:?} must be a plain file name")));
             }
             vec![format!("/{name}")]
         }
         None => {
             if opts.paths.is_empty() {
-                return Err(Error::InvalidArgument(
-                    "nothing to back up: give at least one path".into(),
-                ));
+                return Err(Error::InvalidArgument("nothing to back up: give at least one path".into()));
             }
             let mut v = Vec::new();
             for p in &opts.paths {
@@ -639,35 +559,23 @@ pub fn backup(
     // The parent snapshot: the files it lists unchanged are not read again.
     let parent = match &opts.parent {
         Some(spec) => Some(repo.find_snapshot(spec)?),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
+        None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
     };
     let parent_tree = match &parent {
         Some((_, s)) => match repo.load_tree(&s.tree) {
             Ok(t) => Some(t),
             Err(e) => {
-                report.warn(&format!(
-                    "parent snapshot unreadable, reading all files: {e}"
-                ));
+                report.warn(&format!("parent snapshot unreadable, reading all files: {e}"));
                 None
             }
         },
         None => None,
     };
 
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(repo.lock_shared()?)
-    };
+    let _lock = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
     let packer = Packer::new(repo, opts.dry_run);
     let level = opts.compression.unwrap_or(repo.config().compression);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .max(2);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
     let worker_error = Mutex::new(None);
 
@@ -675,11 +583,7 @@ pub fn backup(
         for _ in 0..workers {
             let (rx, packer, worker_error) = (rx.clone(), &packer, &worker_error);
             s.spawn(move || {
-                let mut z = if level > 0 {
-                    zstd::bulk::Compressor::new(level).ok()
-                } else {
-                    None
-                };
+                let mut z = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
                 for job in rx {
                     if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
                         worker_error.lock().expect("poisoned").get_or_insert(e);
@@ -690,12 +594,7 @@ pub fn backup(
         }
         drop(rx);
         let mut w = Walker {
-            sink: Sink {
-                repo,
-                index: &index,
-                queued: HashSet::new(),
-                tx,
-            },
+            sink: Sink { repo, index: &index, queued: HashSet::new(), tx },
             chunker: Chunker::new(repo.config().chunker, repo.key().chunker_seed()),
             buf: Vec::new(),
             excludes: PathFilter::new(&opts.excludes)?,
@@ -748,11 +647,7 @@ pub fn backup(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
-    let id = if opts.dry_run {
-        None
-    } else {
-        Some(repo.save_json(FileKind::Snapshot, &snapshot)?)
-    };
+    let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
     Ok(BackupResult { id, snapshot })
 }
 
@@ -769,15 +664,8 @@ mod tests {
         assert!(ex.matches(Path::new("/abs/skip")));
         assert!(ex.matches(Path::new("/abs/skip/deeper")));
         assert!(!ex.matches(Path::new("/other/abs/skip")));
-        assert_eq!(
-            clean_absolute(Path::new("/a/./b/../c")).unwrap(),
-            PathBuf::from("/a/c")
-        );
-        let root = build_vroot(&[
-            PathBuf::from("/a/b"),
-            PathBuf::from("/a/b/c"),
-            PathBuf::from("/d"),
-        ]);
+        assert_eq!(clean_absolute(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
+        let root = build_vroot(&[PathBuf::from("/a/b"), PathBuf::from("/a/b/c"), PathBuf::from("/d")]);
         assert_eq!(root.children.len(), 2);
         match root.children.get(&b"a"[..]) {
             Some(VEntry::Dir(_, d)) => {

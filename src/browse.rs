@@ -90,19 +90,14 @@ pub struct Stats {
 /// Statistics over `snapshots`.
 pub fn stats(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<Stats> {
     let index = repo.index()?;
-    let mut st = Stats {
-        snapshots: snapshots.len(),
-        ..Stats::default()
-    };
+    let mut st = Stats { snapshots: snapshots.len(), ..Stats::default() };
     let mut seen_trees = HashSet::new();
     let mut seen_blobs = HashSet::new();
     let mut count = |id: &Id, st: &mut Stats, tree: bool| -> Result<()> {
         if !seen_blobs.insert(*id) {
             return Ok(());
         }
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
+        let loc = index.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
         if tree {
             st.tree_blobs += 1;
         } else {

@@ -27,8 +27,7 @@ pub enum Subset {
 impl std::str::FromStr for Subset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Subset> {
-        let bad =
-            || Error::InvalidArgument(format!("--read-data-subset {s:?}: expected N% or n/t"));
+        let bad = || Error::InvalidArgument(format!("--read-data-subset {s:?}: expected N% or n/t"));
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(0.0..=100.0).contains(&p) {
@@ -108,16 +107,8 @@ fn choose_packs(mut packs: Vec<(Id, u64)>, subset: Option<Subset>) -> Result<Vec
 }
 
 /// Checks the repository. Returns an error only if checking itself cannot proceed.
-pub fn check(
-    repo: &Repository,
-    opts: &CheckOptions,
-    report: &dyn Report,
-    progress: &Progress,
-) -> Result<CheckSummary> {
-    let found = Findings {
-        report,
-        summary: Mutex::new(CheckSummary::default()),
-    };
+pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progress: &Progress) -> Result<CheckSummary> {
+    let found = Findings { report, summary: Mutex::new(CheckSummary::default()) };
 
     // Index files, one by one, so one damaged file does not hide the rest.
     let ids = repo.list_ids(FileKind::Index)?;
@@ -131,29 +122,22 @@ pub fn check(
     let index = Index::build(files);
 
     // Every indexed pack exists with its size.
-    let listed: HashMap<String, u64> = repo
-        .block_on(repo.backend().list(FileKind::Pack))?
-        .into_iter()
-        .map(|f| (f.name, f.size))
-        .collect();
+    let listed: HashMap<String, u64> =
+        repo.block_on(repo.backend().list(FileKind::Pack))?.into_iter().map(|f| (f.name, f.size)).collect();
     let mut readable = Vec::new();
     let indexed: HashSet<String> = index.packs().iter().map(|(id, _)| id.to_hex()).collect();
     for (id, size) in index.packs() {
         match listed.get(&id.to_hex()) {
-            None => found.error(format!(
-                "pack {id} is in the index but missing from the repository"
-            )),
-            Some(s) if s != size => found.error(format!(
-                "pack {id} has size {s}, the index says {size} (truncated or damaged)"
-            )),
+            None => found.error(format!("pack {id} is in the index but missing from the repository")),
+            Some(s) if s != size => {
+                found.error(format!("pack {id} has size {s}, the index says {size} (truncated or damaged)"))
+            }
             Some(_) => readable.push((*id, *size)),
         }
     }
     let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
     if unindexed > 0 {
-        found.warning(format!(
-            "{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"
-        ));
+        found.warning(format!("{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"));
     }
 
     // Snapshots and their trees.
@@ -166,10 +150,7 @@ pub fn check(
                 continue;
             }
             if !index.contains(&tid) {
-                found.error(format!(
-                    "snapshot {}: tree {tid} for {path} is missing from the index",
-                    sid.short()
-                ));
+                found.error(format!("snapshot {}: tree {tid} for {path} is missing from the index", sid.short()));
                 continue;
             }
             let tree = match repo.load_tree(&tid) {
@@ -182,11 +163,7 @@ pub fn check(
             for n in &tree.entries {
                 let child = format!(
                     "{}{}",
-                    if path.ends_with('/') {
-                        path.clone()
-                    } else {
-                        format!("{path}/")
-                    },
+                    if path.ends_with('/') { path.clone() } else { format!("{path}/") },
                     String::from_utf8_lossy(&n.name.0)
                 );
                 match n.node_type {
@@ -215,13 +192,9 @@ pub fn check(
 
     if opts.read_data || opts.subset.is_some() {
         let packs = choose_packs(readable, opts.subset)?;
-        progress
-            .total_files
-            .store(packs.len() as u64, Ordering::Relaxed);
+        progress.total_files.store(packs.len() as u64, Ordering::Relaxed);
         let next = AtomicUsize::new(0);
-        let workers = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| {

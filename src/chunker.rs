@@ -22,25 +22,15 @@ pub struct ChunkSizes {
 
 impl Default for ChunkSizes {
     fn default() -> Self {
-        ChunkSizes {
-            min_size: 512 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
-        }
+        ChunkSizes { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
     }
 }
 
 impl ChunkSizes {
     /// Checks the limits of the FastCDC implementation.
     pub fn validate(&self) -> Result<()> {
-        use fastcdc::v2020::{
-            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
-        };
-        let (min, avg, max) = (
-            self.min_size as usize,
-            self.avg_size as usize,
-            self.max_size as usize,
-        );
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
@@ -73,13 +63,7 @@ impl Chunker {
     pub fn new(sizes: ChunkSizes, seed: u64) -> Chunker {
         let (mask_s, mask_l) = select_masks(sizes.avg_size as usize, Normalization::Level1);
         let (gear, gear_ls) = get_gear_with_seed(seed);
-        Chunker {
-            sizes,
-            mask_s,
-            mask_l,
-            gear,
-            gear_ls,
-        }
+        Chunker { sizes, mask_s, mask_l, gear, gear_ls }
     }
 
     /// The configured limits.
@@ -173,11 +157,7 @@ mod tests {
     }
 
     fn small() -> ChunkSizes {
-        ChunkSizes {
-            min_size: 2048,
-            avg_size: 8192,
-            max_size: 65536,
-        }
+        ChunkSizes { min_size: 2048, avg_size: 8192, max_size: 65536 }
     }
 
     fn chunks(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
@@ -213,11 +193,7 @@ mod tests {
         shifted.extend_from_slice(&data);
         let b = chunks(&c, &shifted);
         let common = b.iter().filter(|ch| a.contains(ch)).count();
-        assert!(
-            common >= a.len() - 2,
-            "only {common} of {} chunks re-used",
-            a.len()
-        );
+        assert!(common >= a.len() - 2, "only {common} of {} chunks re-used", a.len());
         let other = chunks(&Chunker::new(small(), 43), &data);
         assert_ne!(a, other, "the seed must change the cut points");
     }
@@ -228,14 +204,6 @@ mod tests {
         assert!(chunks(&c, b"").is_empty());
         assert_eq!(chunks(&c, b"x"), vec![b"x".to_vec()]);
         assert!(ChunkSizes::default().validate().is_ok());
-        assert!(
-            ChunkSizes {
-                min_size: 10,
-                avg_size: 5,
-                max_size: 1
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(ChunkSizes { min_size: 10, avg_size: 5, max_size: 1 }.validate().is_err());
     }
 }

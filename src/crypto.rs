@@ -62,11 +62,7 @@ impl MasterKey {
         if b.len() != Self::LEN {
             return Err(Error::corrupt("master key has the wrong length"));
         }
-        let mut k = MasterKey {
-            enc: [0; 32],
-            id: [0; 32],
-            chunker_seed: 0,
-        };
+        let mut k = MasterKey { enc: [0; 32], id: [0; 32], chunker_seed: 0 };
         k.enc.copy_from_slice(&b[..32]);
         k.id.copy_from_slice(&b[32..64]);
         k.chunker_seed = u64::from_le_bytes(b[64..].try_into().expect("8 bytes"));
@@ -96,10 +92,8 @@ impl MasterKey {
 
 /// Fills `buf` from the operating system's random source.
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::Io {
-        path: "random source".into(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    getrandom::fill(buf)
+        .map_err(|e| Error::Io { path: "random source".into(), source: std::io::Error::other(e.to_string()) })
 }
 
 /// Seals `plaintext` under `key` (see [`MasterKey::seal`]).
@@ -147,11 +141,7 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about 0.2 s on the project machine.
     fn default() -> Self {
-        KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
-            parallelism: 1,
-        }
+        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
     }
 }
 
@@ -163,27 +153,17 @@ impl KdfParams {
             && (1..=100).contains(&self.iterations)
             && (1..=64).contains(&self.parallelism)
             && self.memory_kib >= 8 * self.parallelism;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::corrupt(format!(
-                "key file has out-of-range KDF parameters {self:?}"
-            )))
-        }
+        if ok { Ok(()) } else { Err(Error::corrupt(format!("key file has out-of-range KDF parameters {self:?}"))) }
     }
 
     /// Derives a 32-byte key-encryption key from `password`.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
         self.validate()?;
-        let params =
-            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-                .map_err(|e| Error::corrupt(format!("KDF parameters: {e}")))?;
-        let argon =
-            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::corrupt(format!("KDF parameters: {e}")))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
-        argon
-            .hash_password_into(password, salt, &mut out)
-            .map_err(|e| Error::corrupt(format!("KDF: {e}")))?;
+        argon.hash_password_into(password, salt, &mut out).map_err(|e| Error::corrupt(format!("KDF: {e}")))?;
         Ok(out)
     }
 }
@@ -218,32 +198,17 @@ mod tests {
         assert_eq!(k.blob_id(b"x"), k2.blob_id(b"x"));
         assert_eq!(k.chunker_seed(), k2.chunker_seed());
         let other = MasterKey::random().unwrap();
-        assert_ne!(
-            k.blob_id(b"x"),
-            other.blob_id(b"x"),
-            "IDs must depend on the key"
-        );
+        assert_ne!(k.blob_id(b"x"), other.blob_id(b"x"), "IDs must depend on the key");
         assert_ne!(k.blob_id(b"x"), Id::hash(b"x"));
     }
 
     #[test]
     fn kdf_bounds() {
-        let p = KdfParams {
-            memory_kib: 8,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: 8, iterations: 1, parallelism: 1 };
         let a = p.derive(b"pw", b"0123456789abcdef").unwrap();
         assert_eq!(a, p.derive(b"pw", b"0123456789abcdef").unwrap());
         assert_ne!(a, p.derive(b"pw2", b"0123456789abcdef").unwrap());
-        assert!(
-            KdfParams {
-                memory_kib: u32::MAX,
-                ..p
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(KdfParams { memory_kib: u32::MAX, ..p }.validate().is_err());
         assert!(KdfParams { iterations: 0, ..p }.validate().is_err());
     }
 }

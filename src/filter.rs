@@ -34,23 +34,13 @@ impl PathFilter {
                     full.add(glob(&format!("**/{p}"))?);
                 }
                 // A pattern matching a directory excludes what is below it too.
-                full.add(glob(&format!(
-                    "{}{p}/**",
-                    if p.starts_with('/') { "" } else { "**/" }
-                ))?);
+                full.add(glob(&format!("{}{p}/**", if p.starts_with('/') { "" } else { "**/" }))?);
             } else {
                 base.add(glob(p)?);
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidArgument(format!("patterns: {e}")))
-        };
-        Ok(PathFilter {
-            full: build(full)?,
-            base: build(base)?,
-            empty: patterns.is_empty(),
-        })
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::InvalidArgument(format!("patterns: {e}")));
+        Ok(PathFilter { full: build(full)?, base: build(base)?, empty: patterns.is_empty() })
     }
 
     /// Whether there are no patterns.

@@ -27,9 +27,7 @@ impl Id {
 
     /// Whether `s` is a well-formed ID (64 lowercase hex characters).
     pub fn is_valid_name(s: &str) -> bool {
-        s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
     /// Lowercase hex.
@@ -69,19 +67,13 @@ impl<'de> Deserialize<'de> for Id {
 }
 
 /// Finds the one ID in `ids` that starts with `prefix` (hex), for user-typed short IDs.
-pub fn find_by_prefix<'a>(
-    ids: impl IntoIterator<Item = &'a Id>,
-    prefix: &str,
-    what: &str,
-) -> Result<Id> {
+pub fn find_by_prefix<'a>(ids: impl IntoIterator<Item = &'a Id>, prefix: &str, what: &str) -> Result<Id> {
     let prefix = prefix.to_ascii_lowercase();
     let mut found = None;
     for id in ids {
         if id.to_hex().starts_with(&prefix) {
             if found.is_some_and(|f| f != *id) {
-                return Err(Error::NotFound(format!(
-                    "{what} prefix {prefix:?} is ambiguous"
-                )));
+                return Err(Error::NotFound(format!("{what} prefix {prefix:?} is ambiguous")));
             }
             found = Some(*id);
         }

@@ -52,9 +52,5 @@ pub fn interrupt() {
 
 /// Fails with [`Error::Cancelled`] once [`interrupt`] was called.
 pub fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        Err(Error::Cancelled)
-    } else {
-        Ok(())
-    }
+    if INTERRUPTED.load(Ordering::Relaxed) { Err(Error::Cancelled) } else { Ok(()) }
 }

@@ -82,13 +82,7 @@ struct Plan<'a> {
 
 impl Plan<'_> {
     /// Adds `node` at `snap_path` (and below); returns whether anything was added.
-    fn add(
-        &mut self,
-        node: Node,
-        snap_path: PathBuf,
-        dest: PathBuf,
-        selected: bool,
-    ) -> Result<bool> {
+    fn add(&mut self, node: Node, snap_path: PathBuf, dest: PathBuf, selected: bool) -> Result<bool> {
         if self.excludes.matches(&snap_path) {
             return Ok(false);
         }
@@ -104,10 +98,7 @@ impl Plan<'_> {
             None => Tree::default(),
         };
         let at = self.items.len();
-        self.items.push(Item {
-            dest: dest.clone(),
-            node,
-        });
+        self.items.push(Item { dest: dest.clone(), node });
         let mut any = false;
         crate::check_interrupted()?;
         for child in tree.entries {
@@ -171,21 +162,12 @@ fn create_item(item: &Item) -> io::Result<()> {
         },
         NodeType::File => {
             remove_existing(p);
-            let f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(p)?;
+            let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p)?;
             f.set_len(n.size)
         }
         NodeType::Symlink => {
             remove_existing(p);
-            let target = n
-                .target
-                .as_ref()
-                .map(|t| OsStr::from_bytes(&t.0))
-                .unwrap_or_default();
+            let target = n.target.as_ref().map(|t| OsStr::from_bytes(&t.0)).unwrap_or_default();
             std::os::unix::fs::symlink(target, p)
         }
         NodeType::Fifo => {
@@ -199,13 +181,8 @@ fn create_item(item: &Item) -> io::Result<()> {
                 NodeType::Chardev => SFlag::S_IFCHR,
                 _ => SFlag::S_IFBLK,
             };
-            nix::sys::stat::mknod(
-                p,
-                kind,
-                Mode::from_bits_truncate(0o600),
-                n.rdev.unwrap_or(0) as _,
-            )
-            .map_err(io::Error::from)
+            nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(0o600), n.rdev.unwrap_or(0) as _)
+                .map_err(io::Error::from)
         }
     }
 }
@@ -215,10 +192,7 @@ fn set_metadata(item: &Item, as_root: bool) -> io::Result<()> {
     let mut first_err = None;
     for x in &n.xattrs {
         if let Err(e) = xattr::set(p, OsStr::from_bytes(&x.name.0), &x.value.0) {
-            first_err.get_or_insert(io::Error::new(
-                e.kind(),
-                format!("extended attribute {:?}: {e}", x.name),
-            ));
+            first_err.get_or_insert(io::Error::new(e.kind(), format!("extended attribute {:?}: {e}", x.name)));
         }
     }
     if as_root && let Err(e) = std::os::unix::fs::lchown(p, Some(n.uid), Some(n.gid)) {
@@ -230,13 +204,7 @@ fn set_metadata(item: &Item, as_root: bool) -> io::Result<()> {
         first_err.get_or_insert(e);
     }
     let t = |ts: crate::repo::tree::Timestamp| TimeSpec::new(ts.0, ts.1 as _);
-    if let Err(e) = utimensat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        &t(n.atime),
-        &t(n.mtime),
-        UtimensatFlags::NoFollowSymlink,
-    ) {
+    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, p, &t(n.atime), &t(n.mtime), UtimensatFlags::NoFollowSymlink) {
         first_err.get_or_insert(e.into());
     }
     first_err.map_or(Ok(()), Err)
@@ -264,10 +232,7 @@ pub fn restore(
         items: Vec::new(),
     };
     let sub = opts.subpath.as_deref().unwrap_or("/");
-    let comps: Vec<&str> = sub
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
+    let comps: Vec<&str> = sub.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     let mut tree = root_tree;
     let mut snap_path = PathBuf::from("/");
     for (i, c) in comps.iter().enumerate() {
@@ -286,11 +251,7 @@ pub fn restore(
         if node.node_type != NodeType::Dir {
             return Err(Error::NotFound(format!("{sub:?}: {c} is not a directory")));
         }
-        tree = repo.load_tree(
-            &node
-                .subtree
-                .ok_or_else(|| Error::corrupt("directory without a tree"))?,
-        )?;
+        tree = repo.load_tree(&node.subtree.ok_or_else(|| Error::corrupt("directory without a tree"))?)?;
     }
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     for child in tree.entries {
@@ -311,18 +272,11 @@ pub fn restore(
                 remove_existing(&item.dest);
                 match fs::hard_link(&items[jobs[first].item].dest, &item.dest) {
                     Ok(()) => {
-                        jobs.push(FileJob {
-                            item: i,
-                            link_of: Some(first),
-                            failed: false,
-                        });
+                        jobs.push(FileJob { item: i, link_of: Some(first), failed: false });
                         summary.files += 1;
                     }
                     Err(e) => {
-                        report.warn(&format!(
-                            "{}: cannot create hard link: {e}",
-                            item.dest.display()
-                        ));
+                        report.warn(&format!("{}: cannot create hard link: {e}", item.dest.display()));
                         failed_items.insert(i);
                     }
                 }
@@ -336,11 +290,7 @@ pub fn restore(
                     if n.links > 1 && n.inode != 0 {
                         inodes.insert((n.device, n.inode), jobs.len());
                     }
-                    jobs.push(FileJob {
-                        item: i,
-                        link_of: None,
-                        failed: false,
-                    });
+                    jobs.push(FileJob { item: i, link_of: None, failed: false });
                     summary.files += 1;
                     summary.bytes += n.size;
                 }
@@ -365,10 +315,7 @@ pub fn restore(
         let mut offset = 0u64;
         for id in node.content.as_deref().unwrap_or_default() {
             let Some(loc) = index.get(id) else {
-                report.warn(&format!(
-                    "{}: blob {id} is missing from the repository",
-                    items[job.item].dest.display()
-                ));
+                report.warn(&format!("{}: blob {id} is missing from the repository", items[job.item].dest.display()));
                 job.failed = true;
                 break;
             };
@@ -382,10 +329,7 @@ pub fn restore(
             offset += loc.entry.raw_length as u64;
         }
         if !job.failed && offset != node.size {
-            report.warn(&format!(
-                "{}: content does not add up to the recorded size",
-                items[job.item].dest.display()
-            ));
+            report.warn(&format!("{}: content does not add up to the recorded size", items[job.item].dest.display()));
         }
     }
     let packs: Vec<(u32, Vec<(BlobEntry, Targets)>)> = by_pack
@@ -415,9 +359,7 @@ pub fn restore(
                         break;
                     };
                     let pack_id = index.packs()[*pack_no as usize].0;
-                    if let Err(e) =
-                        fill_pack(repo, &pack_id, blobs, &jobs, &items, &failures, progress)
-                    {
+                    if let Err(e) = fill_pack(repo, &pack_id, blobs, &jobs, &items, &failures, progress) {
                         fatal.lock().expect("poisoned").get_or_insert(e);
                         break;
                     }
@@ -443,12 +385,8 @@ pub fn restore(
 
     // Metadata: everything but directories, then directories deepest first.
     let as_root = nix::unistd::geteuid().is_root();
-    let mut meta_order: Vec<usize> = (0..items.len())
-        .filter(|i| items[*i].node.node_type != NodeType::Dir)
-        .collect();
-    let mut dirs: Vec<usize> = (0..items.len())
-        .filter(|i| items[*i].node.node_type == NodeType::Dir)
-        .collect();
+    let mut meta_order: Vec<usize> = (0..items.len()).filter(|i| items[*i].node.node_type != NodeType::Dir).collect();
+    let mut dirs: Vec<usize> = (0..items.len()).filter(|i| items[*i].node.node_type == NodeType::Dir).collect();
     dirs.reverse();
     meta_order.extend(dirs);
     for i in meta_order {
@@ -456,29 +394,20 @@ pub fn restore(
             continue;
         }
         if let Err(e) = set_metadata(&items[i], as_root) {
-            report.warn(&format!(
-                "{}: cannot restore metadata: {e}",
-                items[i].dest.display()
-            ));
+            report.warn(&format!("{}: cannot restore metadata: {e}", items[i].dest.display()));
             failed_items.insert(i);
         }
     }
 
     if opts.verify {
-        let to_verify: Vec<usize> = jobs
-            .iter()
-            .filter(|j| j.link_of.is_none() && !failed_items.contains(&j.item))
-            .map(|j| j.item)
-            .collect();
+        let to_verify: Vec<usize> =
+            jobs.iter().filter(|j| j.link_of.is_none() && !failed_items.contains(&j.item)).map(|j| j.item).collect();
         for i in to_verify {
             let item = &items[i];
             match verify_file(repo, &index, item) {
                 Ok(()) => summary.verified += 1,
                 Err(e) => {
-                    report.warn(&format!(
-                        "{}: verification failed: {e}",
-                        item.dest.display()
-                    ));
+                    report.warn(&format!("{}: verification failed: {e}", item.dest.display()));
                     failed_items.insert(i);
                 }
             }
@@ -503,10 +432,7 @@ fn fill_pack(
     let fail = |targets: &Targets, msg: String| {
         let mut f = failures.lock().expect("poisoned");
         for (j, _) in targets {
-            f.push((
-                *j,
-                format!("{}: {msg}", items[jobs[*j].item].dest.display()),
-            ));
+            f.push((*j, format!("{}: {msg}", items[jobs[*j].item].dest.display())));
         }
     };
     let mut open: Option<(usize, File)> = None;
@@ -525,10 +451,9 @@ fn fill_pack(
             end = e_end;
             k += 1;
         }
-        let range = repo.block_on(repo.backend().read(
-            &crate::backend::Handle::id(crate::backend::FileKind::Pack, pack_id),
-            Some(start..end),
-        ));
+        let range = repo.block_on(
+            repo.backend().read(&crate::backend::Handle::id(crate::backend::FileKind::Pack, pack_id), Some(start..end)),
+        );
         let data = match range {
             Ok(d) => d,
             Err(e) => {
@@ -541,30 +466,23 @@ fn fill_pack(
         };
         for (entry, targets) in &blobs[i..k] {
             let off = (entry.offset as u64 - start) as usize;
-            let plain =
-                match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize])
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        fail(targets, format!("damaged data in pack {pack_id}: {e}"));
-                        continue;
-                    }
-                };
+            let plain = match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize]) {
+                Ok(p) => p,
+                Err(e) => {
+                    fail(targets, format!("damaged data in pack {pack_id}: {e}"));
+                    continue;
+                }
+            };
             let zero = is_zero(&plain);
             for &(j, file_off) in targets {
-                progress
-                    .bytes
-                    .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 if zero {
                     continue;
                 }
                 // Blobs of one file sit together in a pack: keep only its handle open.
                 if open.as_ref().is_none_or(|(k, _)| *k != j) {
                     open = None;
-                    match OpenOptions::new()
-                        .write(true)
-                        .open(&items[jobs[j].item].dest)
-                    {
+                    match OpenOptions::new().write(true).open(&items[jobs[j].item].dest) {
                         Ok(f) => open = Some((j, f)),
                         Err(e) => {
                             fail(&vec![(j, 0)], format!("cannot open for writing: {e}"));
@@ -588,14 +506,10 @@ fn verify_file(repo: &Repository, index: &crate::repo::index::Index, item: &Item
     let mut f = File::open(&item.dest).map_err(|e| Error::io(&item.dest, e))?;
     let mut buf = Vec::new();
     for id in item.node.content.as_deref().unwrap_or_default() {
-        let len = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {id} not indexed")))?
-            .entry
-            .raw_length as usize;
+        let len =
+            index.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} not indexed")))?.entry.raw_length as usize;
         buf.resize(len, 0);
-        f.read_exact(&mut buf)
-            .map_err(|e| Error::io(&item.dest, e))?;
+        f.read_exact(&mut buf).map_err(|e| Error::io(&item.dest, e))?;
         if repo.key().blob_id(&buf) != *id {
             return Err(Error::corrupt("content differs from the snapshot"));
         }
@@ -615,12 +529,7 @@ mod tests {
     fn sparse_writes_leave_zero_blocks_unwritten() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&p).unwrap();
         let size = 4 << 20;
         f.set_len(size).unwrap();
         let mut data = vec![0u8; 3 << 20];
@@ -634,12 +543,7 @@ mod tests {
         assert_eq!(back.iter().filter(|&&b| b != 0).count(), 2);
         use std::os::unix::fs::MetadataExt;
         let blocks = fs::metadata(&p).unwrap().blocks() * 512;
-        assert!(
-            blocks < 1 << 20,
-            "{blocks} bytes allocated for two small islands"
-        );
-        assert!(
-            is_zero(&[0; 33]) && !is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
-        );
+        assert!(blocks < 1 << 20, "{blocks} bytes allocated for two small islands");
+        assert!(is_zero(&[0; 33]) && !is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
     }
 }

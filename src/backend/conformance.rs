@@ -15,11 +15,7 @@ fn name(i: u64) -> String {
 
 /// Runs every check against `b`, panicking with a description on the first failure.
 pub fn run(b: DynBackend) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(run_async(b));
 }
 
@@ -30,97 +26,41 @@ pub async fn run_async(b: DynBackend) {
 
     // Config: write once, read back, never overwritten.
     let cfg = Handle::config();
-    b.write(&cfg, Bytes::from_static(b"config-1"))
-        .await
-        .expect("write config");
-    assert!(matches!(
-        b.write(&cfg, Bytes::from_static(b"config-2")).await,
-        Err(BackendError::AlreadyExists(_))
-    ));
-    assert_eq!(
-        &b.read(&cfg, None).await.expect("read config")[..],
-        b"config-1"
-    );
+    b.write(&cfg, Bytes::from_static(b"config-1")).await.expect("write config");
+    assert!(matches!(b.write(&cfg, Bytes::from_static(b"config-2")).await, Err(BackendError::AlreadyExists(_))));
+    assert_eq!(&b.read(&cfg, None).await.expect("read config")[..], b"config-1");
 
     // Whole and ranged reads, for every listable kind.
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
     for (i, kind) in FileKind::LISTABLE.iter().enumerate() {
-        let h = Handle {
-            kind: *kind,
-            name: name(i as u64),
-        };
-        b.write(&h, Bytes::from(data.clone()))
-            .await
-            .unwrap_or_else(|e| panic!("write {h}: {e}"));
-        assert_eq!(
-            b.read(&h, None).await.expect("read").as_ref(),
-            &data[..],
-            "{h}"
-        );
-        assert_eq!(
-            b.read(&h, Some(10..20)).await.expect("range").as_ref(),
-            &data[10..20]
-        );
-        assert_eq!(
-            b.read(&h, Some(99_990..100_000))
-                .await
-                .expect("tail")
-                .as_ref(),
-            &data[99_990..]
-        );
-        assert!(
-            b.read(&h, Some(99_990..100_001)).await.is_err(),
-            "range past the end must fail"
-        );
+        let h = Handle { kind: *kind, name: name(i as u64) };
+        b.write(&h, Bytes::from(data.clone())).await.unwrap_or_else(|e| panic!("write {h}: {e}"));
+        assert_eq!(b.read(&h, None).await.expect("read").as_ref(), &data[..], "{h}");
+        assert_eq!(b.read(&h, Some(10..20)).await.expect("range").as_ref(), &data[10..20]);
+        assert_eq!(b.read(&h, Some(99_990..100_000)).await.expect("tail").as_ref(), &data[99_990..]);
+        assert!(b.read(&h, Some(99_990..100_001)).await.is_err(), "range past the end must fail");
         let listed = b.list(*kind).await.expect("list");
         assert_eq!(listed.len(), 1, "{kind:?}: {listed:?}");
-        assert_eq!(
-            (listed[0].name.as_str(), listed[0].size),
-            (h.name.as_str(), 100_000)
-        );
+        assert_eq!((listed[0].name.as_str(), listed[0].size), (h.name.as_str(), 100_000));
         // No overwrite, and the original content survives the attempt.
-        let err = b
-            .write(&h, Bytes::from_static(b"other"))
-            .await
-            .expect_err("overwrite must fail");
+        let err = b.write(&h, Bytes::from_static(b"other")).await.expect_err("overwrite must fail");
         assert!(matches!(err, BackendError::AlreadyExists(_)), "{err}");
         assert_eq!(b.read(&h, None).await.expect("read").len(), 100_000);
         b.remove(&h).await.expect("remove");
         assert!(b.list(*kind).await.expect("list").is_empty());
-        assert!(
-            b.read(&h, None)
-                .await
-                .expect_err("read removed")
-                .is_not_found()
-        );
-        assert!(
-            b.remove(&h)
-                .await
-                .expect_err("remove missing")
-                .is_not_found()
-        );
+        assert!(b.read(&h, None).await.expect_err("read removed").is_not_found());
+        assert!(b.remove(&h).await.expect_err("remove missing").is_not_found());
     }
 
     // Empty files.
-    let empty = Handle {
-        kind: FileKind::Lock,
-        name: name(1000),
-    };
+    let empty = Handle { kind: FileKind::Lock, name: name(1000) };
     b.write(&empty, Bytes::new()).await.expect("write empty");
     assert!(b.read(&empty, None).await.expect("read empty").is_empty());
-    assert!(
-        b.read(&empty, Some(0..0))
-            .await
-            .expect("empty range")
-            .is_empty()
-    );
+    assert!(b.read(&empty, Some(0..0)).await.expect("empty range").is_empty());
     b.remove(&empty).await.expect("remove empty");
 
     // Names that are not IDs are not listed.
-    let odd = Handle {
-        kind: FileKind::Snapshot,
-        name: "not-an-id".into(),
-    };
+    let odd = Handle { kind: FileKind::Snapshot, name: "not-an-id".into() };
     if b.write(&odd, Bytes::from_static(b"x")).await.is_ok() {
         assert!(b.list(FileKind::Snapshot).await.expect("list").is_empty());
         b.remove(&odd).await.expect("remove odd");
@@ -132,27 +72,18 @@ pub async fn run_async(b: DynBackend) {
     for i in 0..32u64 {
         let b = Arc::clone(&b);
         tasks.push(tokio::spawn(async move {
-            let h = Handle {
-                kind: FileKind::Pack,
-                name: name(2000 + i),
-            };
-            b.write(&h, Bytes::from(vec![i as u8; 1000 + i as usize]))
-                .await
+            let h = Handle { kind: FileKind::Pack, name: name(2000 + i) };
+            b.write(&h, Bytes::from(vec![i as u8; 1000 + i as usize])).await
         }));
     }
     for t in tasks {
         t.await.expect("join").expect("concurrent write");
     }
-    let race = Handle {
-        kind: FileKind::Index,
-        name: name(3000),
-    };
+    let race = Handle { kind: FileKind::Index, name: name(3000) };
     let mut tasks = Vec::new();
     for i in 0..8u8 {
         let (b, race) = (Arc::clone(&b), race.clone());
-        tasks.push(tokio::spawn(async move {
-            b.write(&race, Bytes::from(vec![i; 5000])).await
-        }));
+        tasks.push(tokio::spawn(async move { b.write(&race, Bytes::from(vec![i; 5000])).await }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -164,19 +95,11 @@ pub async fn run_async(b: DynBackend) {
     }
     assert_eq!(ok, 1, "exactly one racing writer wins");
     let got = b.read(&race, None).await.expect("read race");
-    assert!(
-        got.len() == 5000 && got.iter().all(|&x| x == got[0]),
-        "a torn file after racing writes"
-    );
+    assert!(got.len() == 5000 && got.iter().all(|&x| x == got[0]), "a torn file after racing writes");
     b.remove(&race).await.expect("remove race");
 
-    let packs: BTreeMap<String, u64> = b
-        .list(FileKind::Pack)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|f| (f.name, f.size))
-        .collect();
+    let packs: BTreeMap<String, u64> =
+        b.list(FileKind::Pack).await.expect("list").into_iter().map(|f| (f.name, f.size)).collect();
     assert_eq!(packs.len(), 32);
     for i in 0..32u64 {
         assert_eq!(packs.get(&name(2000 + i)), Some(&(1000 + i)));
@@ -189,14 +112,7 @@ pub async fn run_async(b: DynBackend) {
         let (b, chunk) = (Arc::clone(&b), chunk.to_vec());
         tasks.push(tokio::spawn(async move {
             for i in chunk {
-                b.write(
-                    &Handle {
-                        kind: FileKind::Snapshot,
-                        name: name(10_000 + i),
-                    },
-                    Bytes::from_static(b"s"),
-                )
-                .await?;
+                b.write(&Handle { kind: FileKind::Snapshot, name: name(10_000 + i) }, Bytes::from_static(b"s")).await?;
             }
             Ok::<_, BackendError>(())
         }));
@@ -213,20 +129,10 @@ pub async fn run_async(b: DynBackend) {
 
     // Clean up so the location can be reused.
     for f in b.list(FileKind::Snapshot).await.expect("list") {
-        b.remove(&Handle {
-            kind: FileKind::Snapshot,
-            name: f.name,
-        })
-        .await
-        .expect("remove");
+        b.remove(&Handle { kind: FileKind::Snapshot, name: f.name }).await.expect("remove");
     }
     for f in b.list(FileKind::Pack).await.expect("list") {
-        b.remove(&Handle {
-            kind: FileKind::Pack,
-            name: f.name,
-        })
-        .await
-        .expect("remove");
+        b.remove(&Handle { kind: FileKind::Pack, name: f.name }).await.expect("remove");
     }
     b.remove(&cfg).await.expect("remove config");
 }

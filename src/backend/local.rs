@@ -31,16 +31,12 @@ impl LocalBackend {
 }
 
 /// Runs blocking file-system work off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> BResult<T> + Send + 'static,
-) -> BResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BackendError::Permanent {
-            op: "local",
-            name: String::new(),
-            msg: format!("worker failed: {e}"),
-        })?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> BResult<T> + Send + 'static) -> BResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BackendError::Permanent {
+        op: "local",
+        name: String::new(),
+        msg: format!("worker failed: {e}"),
+    })?
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
@@ -79,10 +75,7 @@ fn read_range(path: &Path, range: Range<u64>) -> io::Result<Vec<u8>> {
     if range.start > range.end || range.end > size {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!(
-                "range {}..{} is beyond the end of the file ({size} bytes)",
-                range.start, range.end
-            ),
+            format!("range {}..{} is beyond the end of the file ({size} bytes)", range.start, range.end),
         ));
     }
     let mut buf = vec![0u8; (range.end - range.start) as usize];
@@ -104,10 +97,7 @@ fn list_dir(dir: &Path, out: &mut Vec<FileInfo>) -> io::Result<()> {
             continue;
         }
         match e.metadata() {
-            Ok(m) if m.is_file() => out.push(FileInfo {
-                name,
-                size: m.len(),
-            }),
+            Ok(m) if m.is_file() => out.push(FileInfo { name, size: m.len() }),
             Ok(_) => {}
             // Removed between readdir and stat.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -127,8 +117,7 @@ impl Backend for LocalBackend {
         let root = self.root.clone();
         blocking(move || {
             for d in super::layout_dirs() {
-                fs::create_dir_all(root.join(&d))
-                    .map_err(|e| BackendError::from_io("create", d, e))?;
+                fs::create_dir_all(root.join(&d)).map_err(|e| BackendError::from_io("create", d, e))?;
             }
             Ok(())
         })
@@ -137,10 +126,7 @@ impl Backend for LocalBackend {
 
     async fn write(&self, h: &Handle, data: Bytes) -> BResult<()> {
         let (path, name) = (self.path(h), h.path());
-        blocking(move || {
-            write_atomic(&path, &data).map_err(|e| BackendError::from_io("write", name, e))
-        })
-        .await
+        blocking(move || write_atomic(&path, &data).map_err(|e| BackendError::from_io("write", name, e))).await
     }
 
     async fn read(&self, h: &Handle, range: Option<Range<u64>>) -> BResult<Bytes> {
@@ -150,18 +136,14 @@ impl Backend for LocalBackend {
                 None => fs::read(&path),
                 Some(r) => read_range(&path, r),
             };
-            r.map(Bytes::from)
-                .map_err(|e| BackendError::from_io("read", name, e))
+            r.map(Bytes::from).map_err(|e| BackendError::from_io("read", name, e))
         })
         .await
     }
 
     async fn remove(&self, h: &Handle) -> BResult<()> {
         let (path, name) = (self.path(h), h.path());
-        blocking(move || {
-            fs::remove_file(&path).map_err(|e| BackendError::from_io("remove", name, e))
-        })
-        .await
+        blocking(move || fs::remove_file(&path).map_err(|e| BackendError::from_io("remove", name, e))).await
     }
 
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
@@ -185,8 +167,6 @@ mod tests {
     #[test]
     fn conformance() {
         let dir = tempfile::tempdir().unwrap();
-        super::super::conformance::run(std::sync::Arc::new(super::LocalBackend::new(
-            dir.path().join("repo"),
-        )));
+        super::super::conformance::run(std::sync::Arc::new(super::LocalBackend::new(dir.path().join("repo"))));
     }
 }

@@ -43,9 +43,7 @@ impl Backend for MemBackend {
 
     async fn read(&self, h: &Handle, range: Option<Range<u64>>) -> BResult<Bytes> {
         let files = self.files.lock().expect("poisoned");
-        let data = files
-            .get(h)
-            .ok_or_else(|| BackendError::NotFound(h.path()))?;
+        let data = files.get(h).ok_or_else(|| BackendError::NotFound(h.path()))?;
         match range {
             None => Ok(data.clone()),
             Some(r) if r.start <= r.end && r.end <= data.len() as u64 => {
@@ -54,22 +52,14 @@ impl Backend for MemBackend {
             Some(r) => Err(BackendError::Permanent {
                 op: "read",
                 name: h.path(),
-                msg: format!(
-                    "range {}..{} is beyond the end ({} bytes)",
-                    r.start,
-                    r.end,
-                    data.len()
-                ),
+                msg: format!("range {}..{} is beyond the end ({} bytes)", r.start, r.end, data.len()),
             }),
         }
     }
 
     async fn remove(&self, h: &Handle) -> BResult<()> {
         let mut files = self.files.lock().expect("poisoned");
-        files
-            .remove(h)
-            .map(drop)
-            .ok_or_else(|| BackendError::NotFound(h.path()))
+        files.remove(h).map(drop).ok_or_else(|| BackendError::NotFound(h.path()))
     }
 
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
@@ -77,10 +67,7 @@ impl Backend for MemBackend {
         Ok(files
             .iter()
             .filter(|(h, _)| h.kind == kind && crate::id::Id::is_valid_name(&h.name))
-            .map(|(h, d)| FileInfo {
-                name: h.name.clone(),
-                size: d.len() as u64,
-            })
+            .map(|(h, d)| FileInfo { name: h.name.clone(), size: d.len() as u64 })
             .collect())
     }
 }

@@ -47,13 +47,8 @@ impl FileKind {
     }
 
     /// Every kind that lives in a folder.
-    pub const LISTABLE: [FileKind; 5] = [
-        FileKind::Key,
-        FileKind::Snapshot,
-        FileKind::Index,
-        FileKind::Pack,
-        FileKind::Lock,
-    ];
+    pub const LISTABLE: [FileKind; 5] =
+        [FileKind::Key, FileKind::Snapshot, FileKind::Index, FileKind::Pack, FileKind::Lock];
 }
 
 /// A file in the repository: its kind and name.
@@ -68,18 +63,12 @@ pub struct Handle {
 impl Handle {
     /// The repository's config file.
     pub fn config() -> Handle {
-        Handle {
-            kind: FileKind::Config,
-            name: "config".into(),
-        }
+        Handle { kind: FileKind::Config, name: "config".into() }
     }
 
     /// A file named by an ID.
     pub fn id(kind: FileKind, id: &Id) -> Handle {
-        Handle {
-            kind,
-            name: id.to_hex(),
-        }
+        Handle { kind, name: id.to_hex() }
     }
 
     /// The path relative to the repository root, with `/` separators.
@@ -87,11 +76,7 @@ impl Handle {
     pub fn path(&self) -> String {
         match self.kind {
             FileKind::Config => self.name.clone(),
-            FileKind::Pack => format!(
-                "data/{}/{}",
-                &self.name[..2.min(self.name.len())],
-                self.name
-            ),
+            FileKind::Pack => format!("data/{}/{}", &self.name[..2.min(self.name.len())], self.name),
             k => format!("{}/{}", k.dir(), self.name),
         }
     }
@@ -105,10 +90,7 @@ impl std::fmt::Display for Handle {
 
 /// Every folder a new repository needs, relative to the root.
 pub fn layout_dirs() -> Vec<String> {
-    let mut dirs: Vec<String> = FileKind::LISTABLE
-        .iter()
-        .map(|k| k.dir().to_string())
-        .collect();
+    let mut dirs: Vec<String> = FileKind::LISTABLE.iter().map(|k| k.dir().to_string()).collect();
     dirs.extend((0..=255u8).map(|b| format!("data/{b:02x}")));
     dirs
 }
@@ -162,17 +144,10 @@ impl BackendError {
         match e.kind() {
             NotFound => BackendError::NotFound(name),
             AlreadyExists => BackendError::AlreadyExists(name),
-            Interrupted | TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe
-            | WouldBlock => BackendError::Transient {
-                op,
-                name,
-                msg: e.to_string(),
-            },
-            _ => BackendError::Permanent {
-                op,
-                name,
-                msg: e.to_string(),
-            },
+            Interrupted | TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe | WouldBlock => {
+                BackendError::Transient { op, name, msg: e.to_string() }
+            }
+            _ => BackendError::Permanent { op, name, msg: e.to_string() },
         }
     }
 
@@ -222,10 +197,7 @@ pub fn open(location: &str) -> crate::Result<DynBackend> {
         return Ok(Arc::new(local::LocalBackend::new(rest)));
     }
     if let Some((scheme, _)) = location.split_once(':')
-        && matches!(
-            scheme,
-            "sftp" | "swift" | "s3" | "rest" | "b2" | "azure" | "gs" | "rclone"
-        )
+        && matches!(scheme, "sftp" | "swift" | "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
     {
         return Err(crate::Error::InvalidArgument(format!(
             "repository location {location:?}: the {scheme} backend is not available in this version"

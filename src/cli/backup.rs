@@ -56,28 +56,19 @@ pub struct BackupArgs {
 pub fn run(g: &Global, out: &Output, a: BackupArgs) -> Result<i32> {
     let mut excludes = a.excludes.clone();
     for f in &a.exclude_files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading exclude file {}", f.display()))?;
-        excludes.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
+        excludes.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
     }
     if a.stdin && !a.paths.is_empty() {
         return Err(anyhow!("--stdin takes no paths"));
     }
     if !a.stdin && a.paths.is_empty() {
-        return Err(anyhow!(
-            "nothing to back up: give at least one path (or --stdin)"
-        ));
+        return Err(anyhow!("nothing to back up: give at least one path (or --stdin)"));
     }
     let time = match &a.time {
-        Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .with_context(|| format!("--time {t:?} is not RFC 3339"))?,
-        ),
+        Some(t) => {
+            Some(chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--time {t:?} is not RFC 3339"))?)
+        }
         None => None,
     };
     let opts = BackupOptions {
@@ -91,11 +82,7 @@ pub fn run(g: &Global, out: &Output, a: BackupArgs) -> Result<i32> {
         force: a.force,
         stdin_filename: a.stdin.then_some(a.stdin_filename),
         dry_run: a.dry_run,
-        compression: a
-            .compression
-            .as_deref()
-            .map(cairn::repo::config::parse_compression)
-            .transpose()?,
+        compression: a.compression.as_deref().map(cairn::repo::config::parse_compression).transpose()?,
     };
     let repo = g.open()?;
     let progress = Progress::default();
@@ -104,9 +91,7 @@ pub fn run(g: &Global, out: &Output, a: BackupArgs) -> Result<i32> {
         let p = &progress;
         std::thread::scope(|s| -> Result<i32> {
             s.spawn(move || archiver::scan(&paths, &ex, p));
-            let r = with_progress(out, &progress, "backed up", || {
-                archiver::backup(&repo, &opts, out, &progress)
-            });
+            let r = with_progress(out, &progress, "backed up", || archiver::backup(&repo, &opts, out, &progress));
             report(out, r?)
         })
     } else {
@@ -119,10 +104,7 @@ fn report(out: &Output, r: archiver::BackupResult) -> Result<i32> {
     let s = &r.snapshot.summary;
     if out.verbose > 0 && !out.json {
         match r.snapshot.parent {
-            Some(p) => out.info(format!(
-                "parent snapshot {}: unchanged files were not read",
-                p.short()
-            )),
+            Some(p) => out.info(format!("parent snapshot {}: unchanged files were not read", p.short())),
             None => out.info("no parent snapshot: every file was read"),
         }
     }
@@ -160,10 +142,7 @@ fn report(out: &Output, r: archiver::BackupResult) -> Result<i32> {
         }
     }
     if s.errors > 0 {
-        eprintln!(
-            "warning: {} source(s) could not be read; the snapshot was saved without them",
-            s.errors
-        );
+        eprintln!("warning: {} source(s) could not be read; the snapshot was saved without them", s.errors);
         return Ok(3);
     }
     Ok(0)

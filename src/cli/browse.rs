@@ -35,19 +35,14 @@ impl Filter {
     fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && (self.tags.is_empty()
-                || self.tags.iter().any(|t| {
-                    s.has_tags(
-                        &t.split(',')
-                            .filter(|x| !x.is_empty())
-                            .map(String::from)
-                            .collect::<Vec<_>>(),
-                    )
-                }))
-            && self.paths.iter().all(|p| {
-                s.paths
+                || self
+                    .tags
                     .iter()
-                    .any(|sp| sp == p.trim_end_matches('/') || (p == "/" && sp == "/"))
-            })
+                    .any(|t| s.has_tags(&t.split(',').filter(|x| !x.is_empty()).map(String::from).collect::<Vec<_>>())))
+            && self
+                .paths
+                .iter()
+                .all(|p| s.paths.iter().any(|sp| sp == p.trim_end_matches('/') || (p == "/" && sp == "/")))
     }
 }
 
@@ -69,50 +64,29 @@ fn snapshot_json(id: &Id, s: &Snapshot) -> serde_json::Value {
 
 pub fn snapshots(g: &Global, out: &Output, a: SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
-    let mut list: Vec<(Id, Snapshot)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, s)| a.filter.matches(s))
-        .collect();
+    let mut list: Vec<(Id, Snapshot)> = repo.snapshots()?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
     if let Some(n) = a.latest {
         type Group = (String, Vec<String>);
         let mut groups: BTreeMap<Group, Vec<(Id, Snapshot)>> = BTreeMap::new();
         for (id, s) in list {
-            groups
-                .entry((s.hostname.clone(), s.sorted_paths()))
-                .or_default()
-                .push((id, s));
+            groups.entry((s.hostname.clone(), s.sorted_paths())).or_default().push((id, s));
         }
-        list = groups
-            .into_values()
-            .flat_map(|g| g.into_iter().rev().take(n).rev())
-            .collect();
+        list = groups.into_values().flat_map(|g| g.into_iter().rev().take(n).rev()).collect();
         list.sort_by_key(|(_, s)| s.time);
     }
     if out.json {
-        out.json(
-            &list
-                .iter()
-                .map(|(id, s)| snapshot_json(id, s))
-                .collect::<Vec<_>>(),
-        );
+        out.json(&list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>());
         return Ok(0);
     }
     let mut w = std::io::stdout().lock();
-    writeln!(
-        w,
-        "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  Paths",
-        "ID", "Time", "Host", "Tags", "Size"
-    )?;
+    writeln!(w, "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  Paths", "ID", "Time", "Host", "Tags", "Size")?;
     writeln!(w, "{}", "-".repeat(90))?;
     for (id, s) in &list {
         writeln!(
             w,
             "{:<8}  {:<19}  {:<16}  {:<16}  {:>10}  {}",
             id.short(),
-            s.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
+            s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
             s.hostname,
             s.tags.join(","),
             human_bytes(s.summary.total_bytes_processed),
@@ -149,11 +123,7 @@ fn mode_string(n: &Node) -> String {
     };
     let m = n.mode;
     let mut s = String::from(t);
-    for (shift, special, lower, upper) in [
-        (6, 0o4000, 's', 'S'),
-        (3, 0o2000, 's', 'S'),
-        (0, 0o1000, 't', 'T'),
-    ] {
+    for (shift, special, lower, upper) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
         let bits = (m >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
@@ -169,11 +139,7 @@ fn mode_string(n: &Node) -> String {
 
 fn time_string(t: cairn::repo::tree::Timestamp) -> String {
     chrono::DateTime::from_timestamp(t.0, t.1)
-        .map(|d| {
-            d.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
+        .map(|d| d.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| format!("@{}", t.0))
 }
 
@@ -206,11 +172,7 @@ pub fn ls(g: &Global, out: &Output, a: LsArgs) -> Result<i32> {
         } else if a.long {
             let owner = n.user.clone().unwrap_or_else(|| n.uid.to_string());
             let group = n.group.clone().unwrap_or_else(|| n.gid.to_string());
-            let link = n
-                .target
-                .as_ref()
-                .map(|t| format!(" -> {}", String::from_utf8_lossy(&t.0)))
-                .unwrap_or_default();
+            let link = n.target.as_ref().map(|t| format!(" -> {}", String::from_utf8_lossy(&t.0))).unwrap_or_default();
             writeln!(
                 w,
                 "{} {:>8} {:>8} {:>12} {} {}{link}",
@@ -228,13 +190,7 @@ pub fn ls(g: &Global, out: &Output, a: LsArgs) -> Result<i32> {
             err.get_or_insert(e);
         }
     };
-    browse::walk(
-        &repo,
-        &snap,
-        a.path.as_deref().unwrap_or("/"),
-        a.recursive,
-        &mut print,
-    )?;
+    browse::walk(&repo, &snap, a.path.as_deref().unwrap_or("/"), a.recursive, &mut print)?;
     match err {
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(0),
@@ -262,25 +218,17 @@ pub struct CatArgs {
 
 pub fn cat(g: &Global, out: &Output, a: CatArgs) -> Result<i32> {
     let repo = g.open()?;
-    let need_id = || {
-        a.id.clone()
-            .ok_or_else(|| anyhow!("cat {:?} needs an ID", a.kind))
-    };
+    let need_id = || a.id.clone().ok_or_else(|| anyhow!("cat {:?} needs an ID", a.kind));
     let find = |kind: FileKind| -> Result<Id> {
         let ids = repo.list_ids(kind)?;
-        Ok(cairn::id::find_by_prefix(
-            &ids,
-            &need_id()?,
-            kind_name(kind),
-        )?)
+        Ok(cairn::id::find_by_prefix(&ids, &need_id()?, kind_name(kind))?)
     };
     let _ = out;
     let value: serde_json::Value = match a.kind {
         CatKind::Config => serde_json::to_value(repo.config())?,
         CatKind::Key => {
             let id = find(FileKind::Key)?;
-            let bytes =
-                repo.block_on(repo.backend().read(&Handle::id(FileKind::Key, &id), None))?;
+            let bytes = repo.block_on(repo.backend().read(&Handle::id(FileKind::Key, &id), None))?;
             serde_json::to_value(KeyFile::parse(&bytes)?)?
         }
         CatKind::Snapshot => {
@@ -330,11 +278,7 @@ pub fn stats(g: &Global, out: &Output, a: StatsArgs) -> Result<i32> {
     let repo = g.open()?;
     let snaps = match &a.snapshot {
         Some(s) => vec![repo.find_snapshot(s)?],
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .filter(|(_, s)| a.filter.matches(s))
-            .collect(),
+        None => repo.snapshots()?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect(),
     };
     let st = browse::stats(&repo, &snaps)?;
     let packs = repo.block_on(repo.backend().list(FileKind::Pack))?;
@@ -347,10 +291,7 @@ pub fn stats(g: &Global, out: &Output, a: StatsArgs) -> Result<i32> {
     } else {
         out.info(format!("Snapshots:          {}", st.snapshots));
         out.info(format!("Files:              {}", st.total_file_count));
-        out.info(format!(
-            "Restore size:       {}",
-            human_bytes(st.total_restore_size)
-        ));
+        out.info(format!("Restore size:       {}", human_bytes(st.total_restore_size)));
         out.info(format!(
             "Unique data:        {} in {} data and {} tree blobs",
             human_bytes(st.total_uncompressed_size),
@@ -363,11 +304,7 @@ pub fn stats(g: &Global, out: &Output, a: StatsArgs) -> Result<i32> {
             st.compression_ratio
         ));
         out.info(format!("Deduplication:      {:.2}x", st.dedup_ratio));
-        out.info(format!(
-            "Repository packs:   {} in {} packs",
-            human_bytes(repo_size),
-            packs.len()
-        ));
+        out.info(format!("Repository packs:   {} in {} packs", human_bytes(repo_size), packs.len()));
     }
     Ok(0)
 }

@@ -20,14 +20,9 @@ pub struct CheckArgs {
 
 pub fn run(g: &Global, out: &Output, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
-    let opts = CheckOptions {
-        read_data: a.read_data,
-        subset: a.read_data_subset,
-    };
+    let opts = CheckOptions { read_data: a.read_data, subset: a.read_data_subset };
     let progress = Progress::default();
-    let s = with_progress(out, &progress, "checked packs:", || {
-        checker::check(&repo, &opts, out, &progress)
-    })?;
+    let s = with_progress(out, &progress, "checked packs:", || checker::check(&repo, &opts, out, &progress))?;
     if out.json {
         out.json(&s);
     } else {
@@ -36,11 +31,7 @@ pub fn run(g: &Global, out: &Output, a: CheckArgs) -> Result<i32> {
             s.snapshots,
             s.trees,
             s.packs,
-            if opts.read_data || opts.subset.is_some() {
-                format!(" ({} read)", s.packs_read)
-            } else {
-                String::new()
-            }
+            if opts.read_data || opts.subset.is_some() { format!(" ({} read)", s.packs_read) } else { String::new() }
         ));
         if s.errors.is_empty() {
             out.info("no errors were found");

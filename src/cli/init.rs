@@ -36,40 +36,22 @@ pub fn run(g: &Global, out: &Output, a: InitArgs) -> Result<i32> {
                 return Err(anyhow!("--chunk-size takes three sizes MIN,AVG,MAX"));
             };
             let c = |x: u64| u32::try_from(x).map_err(|_| anyhow!("chunk size {x} is too large"));
-            ChunkSizes {
-                min_size: c(min)?,
-                avg_size: c(avg)?,
-                max_size: c(max)?,
-            }
+            ChunkSizes { min_size: c(min)?, avg_size: c(avg)?, max_size: c(max)? }
         }
     };
     let mut kdf = KdfParams::default();
     kdf.memory_kib = a.kdf_memory.unwrap_or(kdf.memory_kib);
     kdf.iterations = a.kdf_iterations.unwrap_or(kdf.iterations);
-    kdf.validate().map_err(|_| {
-        anyhow!("--kdf-memory must be 8..=4194304 KiB and --kdf-iterations 1..=100")
-    })?;
-    let pack_size = a
-        .pack_size
-        .checked_mul(1 << 20)
-        .ok_or_else(|| anyhow!("--pack-size is too large"))?;
-    let opts = InitOptions {
-        chunker,
-        compression: config::parse_compression(&a.compression)?,
-        pack_size,
-        kdf,
-    };
+    kdf.validate().map_err(|_| anyhow!("--kdf-memory must be 8..=4194304 KiB and --kdf-iterations 1..=100"))?;
+    let pack_size = a.pack_size.checked_mul(1 << 20).ok_or_else(|| anyhow!("--pack-size is too large"))?;
+    let opts = InitOptions { chunker, compression: config::parse_compression(&a.compression)?, pack_size, kdf };
     let backend = cairn::backend::open(g.location()?)?;
     let password = g.password(true)?;
     let repo = Repository::init(backend, g.rt.clone(), &password, &opts)?;
     if out.json {
         out.json(&serde_json::json!({"message_type": "initialized", "id": repo.config().id, "repository": repo.backend().location()}));
     } else {
-        out.info(format!(
-            "created cairn repository {} at {}",
-            repo.config().id.short(),
-            repo.backend().location()
-        ));
+        out.info(format!("created cairn repository {} at {}", repo.config().id.short(), repo.backend().location()));
         out.info("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(0)

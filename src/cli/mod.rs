@@ -72,9 +72,7 @@ pub struct Global {
 
 impl Global {
     fn location(&self) -> Result<&str> {
-        self.repo
-            .as_deref()
-            .ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
+        self.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
     }
 
     /// The password from the environment, a file, a command or a prompt.
@@ -83,8 +81,7 @@ impl Global {
             return Ok(p.into_bytes());
         }
         if let Some(f) = &self.password_file {
-            let s = std::fs::read(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
+            let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
             return Ok(first_line(s));
         }
         if let Some(cmd) = &self.password_command {
@@ -100,11 +97,9 @@ impl Global {
             return Ok(first_line(out.stdout));
         }
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("enter repository password: ")
-                .context("reading the password")?;
+            let p = rpassword::prompt_password("enter repository password: ").context("reading the password")?;
             if confirm {
-                let again = rpassword::prompt_password("enter the password again: ")
-                    .context("reading the password")?;
+                let again = rpassword::prompt_password("enter the password again: ").context("reading the password")?;
                 if again != p {
                     return Err(anyhow!("the passwords do not match"));
                 }
@@ -114,9 +109,7 @@ impl Global {
             }
             return Ok(p.into_bytes());
         }
-        Err(anyhow!(
-            "no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND"
-        ))
+        Err(anyhow!("no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND"))
     }
 
     /// Opens the repository.
@@ -140,12 +133,7 @@ fn first_line(mut s: Vec<u8>) -> Vec<u8> {
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
     let out = Output::new(cli.json, cli.quiet, cli.verbose);
-    let g = Global {
-        repo: cli.repo,
-        password_file: cli.password_file,
-        password_command: cli.password_command,
-        rt,
-    };
+    let g = Global { repo: cli.repo, password_file: cli.password_file, password_command: cli.password_command, rt };
     match cli.command {
         Command::Init(a) => init::run(&g, &out, a),
         Command::Backup(a) => backup::run(&g, &out, a),
@@ -173,9 +161,7 @@ pub fn describe(e: &anyhow::Error) -> String {
 
 /// The documented exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<cairn::Error>())
-        .map_or(1, cairn::Error::exit_code)
+    e.chain().find_map(|c| c.downcast_ref::<cairn::Error>()).map_or(1, cairn::Error::exit_code)
 }
 
 /// Parses a size such as `512K`, `1M`, `8MiB` or `4096` into bytes.
@@ -192,6 +178,5 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(anyhow!("invalid size unit in {s:?}")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| anyhow!("size {s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| anyhow!("size {s:?} is too large"))
 }

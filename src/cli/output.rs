@@ -20,11 +20,7 @@ pub struct Output {
 
 impl Output {
     pub fn new(json: bool, quiet: bool, verbose: u8) -> Output {
-        Output {
-            json,
-            quiet,
-            verbose,
-        }
+        Output { json, quiet, verbose }
     }
 
     /// A line of human output (suppressed by --quiet and --json).
@@ -51,10 +47,7 @@ impl Output {
         let start = Instant::now();
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(250));
-            let (bytes, files) = (
-                p.bytes.load(Ordering::Relaxed),
-                p.files.load(Ordering::Relaxed),
-            );
+            let (bytes, files) = (p.bytes.load(Ordering::Relaxed), p.files.load(Ordering::Relaxed));
             let total = p.total_bytes.load(Ordering::Relaxed);
             let secs = start.elapsed().as_secs_f64().max(0.001);
             let rate = bytes as f64 / secs;

@@ -36,17 +36,10 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
     };
     let repo = g.open()?;
     let (id, snap) = repo.find_snapshot(&spec)?;
-    let opts = RestoreOptions {
-        target: a.target,
-        subpath,
-        includes: a.includes,
-        excludes: a.excludes,
-        verify: a.verify,
-    };
+    let opts =
+        RestoreOptions { target: a.target, subpath, includes: a.includes, excludes: a.excludes, verify: a.verify };
     let progress = Progress::default();
-    let s = with_progress(out, &progress, "restored", || {
-        restorer::restore(&repo, &snap, &opts, out, &progress)
-    })?;
+    let s = with_progress(out, &progress, "restored", || restorer::restore(&repo, &snap, &opts, out, &progress))?;
     if out.json {
         let mut v = serde_json::to_value(&s)?;
         v["message_type"] = "summary".into();
@@ -61,18 +54,11 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
             s.dirs,
             s.others,
             human_bytes(s.bytes),
-            if opts.verify {
-                format!(", {} verified", s.verified)
-            } else {
-                String::new()
-            }
+            if opts.verify { format!(", {} verified", s.verified) } else { String::new() }
         ));
     }
     if s.errors > 0 {
-        eprintln!(
-            "cairn: {} item(s) could not be restored (see above)",
-            s.errors
-        );
+        eprintln!("cairn: {} item(s) could not be restored (see above)", s.errors);
         return Ok(1);
     }
     Ok(0)

@@ -49,10 +49,7 @@ impl Config {
             )));
         }
         if !(Self::MIN_PACK..=Self::MAX_PACK).contains(&self.pack_size) {
-            return Err(Error::InvalidArgument(format!(
-                "pack size {} is out of range 1 MiB..=1 GiB",
-                self.pack_size
-            )));
+            return Err(Error::InvalidArgument(format!("pack size {} is out of range 1 MiB..=1 GiB", self.pack_size)));
         }
         Ok(())
     }
@@ -66,15 +63,11 @@ pub fn parse_compression(s: &str) -> Result<i32> {
         "auto" | "default" => 3,
         "max" => 19,
         n => n.parse::<i32>().map_err(|_| {
-            Error::InvalidArgument(format!(
-                "compression {s:?}: expected off, fastest, default, max or 1..22"
-            ))
+            Error::InvalidArgument(format!("compression {s:?}: expected off, fastest, default, max or 1..22"))
         })?,
     };
     if !(0..=22).contains(&level) {
-        return Err(Error::InvalidArgument(format!(
-            "compression level {level} is out of range 1..=22"
-        )));
+        return Err(Error::InvalidArgument(format!("compression level {level} is out of range 1..=22")));
     }
     Ok(level)
 }

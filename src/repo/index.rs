@@ -63,9 +63,8 @@ impl IndexFile {
     /// Binary encoding (before compression and sealing).
     pub fn encode(&self) -> Vec<u8> {
         let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
-        let mut out = Vec::with_capacity(
-            16 + 32 * self.supersedes.len() + 44 * self.packs.len() + BlobEntry::SIZE * blobs,
-        );
+        let mut out =
+            Vec::with_capacity(16 + 32 * self.supersedes.len() + 44 * self.packs.len() + BlobEntry::SIZE * blobs);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
@@ -97,15 +96,10 @@ impl IndexFile {
             let id = r.id()?;
             let size = r.u64()?;
             let nb = r.count(BlobEntry::SIZE)?;
-            let blobs = (0..nb)
-                .map(|_| BlobEntry::decode(r.take(BlobEntry::SIZE)?))
-                .collect::<Result<Vec<_>>>()?;
+            let blobs = (0..nb).map(|_| BlobEntry::decode(r.take(BlobEntry::SIZE)?)).collect::<Result<Vec<_>>>()?;
             for b in &blobs {
                 if b.offset as u64 + b.length as u64 > size {
-                    return Err(Error::corrupt(format!(
-                        "index: blob {} lies outside pack {id}",
-                        b.id
-                    )));
+                    return Err(Error::corrupt(format!("index: blob {} lies outside pack {id}", b.id)));
                 }
             }
             packs.push(IndexPack { id, size, blobs });
@@ -147,10 +141,7 @@ pub struct Index {
 impl Index {
     /// Builds the table from index files, skipping superseded ones.
     pub fn build(files: Vec<(Id, IndexFile)>) -> Index {
-        let superseded: HashSet<Id> = files
-            .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
+        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = Index::default();
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
         for (id, f) in files {
@@ -188,11 +179,7 @@ impl Index {
         Location {
             pack: s.pack,
             entry: BlobEntry {
-                blob_type: if s.flags & 1 == 1 {
-                    BlobType::Tree
-                } else {
-                    BlobType::Data
-                },
+                blob_type: if s.flags & 1 == 1 { BlobType::Tree } else { BlobType::Data },
                 compressed: s.flags & 2 == 2,
                 id: Id(s.id),
                 offset: s.offset,
@@ -247,41 +234,22 @@ mod tests {
     fn encode_decode_build_lookup() {
         let f = IndexFile {
             supersedes: vec![Id::hash(b"old")],
-            packs: vec![IndexPack {
-                id: Id::hash(b"p"),
-                size: 1000,
-                blobs: vec![entry(1, 0), entry(2, 100)],
-            }],
+            packs: vec![IndexPack { id: Id::hash(b"p"), size: 1000, blobs: vec![entry(1, 0), entry(2, 100)] }],
         };
         let enc = f.encode();
         assert_eq!(IndexFile::decode(&enc).unwrap(), f);
         for cut in 0..enc.len() {
-            assert!(
-                IndexFile::decode(&enc[..cut]).is_err(),
-                "truncated at {cut}"
-            );
+            assert!(IndexFile::decode(&enc[..cut]).is_err(), "truncated at {cut}");
         }
         let g = IndexFile {
             supersedes: vec![],
-            packs: vec![IndexPack {
-                id: Id::hash(b"q"),
-                size: 500,
-                blobs: vec![entry(3, 0)],
-            }],
+            packs: vec![IndexPack { id: Id::hash(b"q"), size: 500, blobs: vec![entry(3, 0)] }],
         };
         let old = IndexFile {
             supersedes: vec![],
-            packs: vec![IndexPack {
-                id: Id::hash(b"gone"),
-                size: 100,
-                blobs: vec![entry(9, 0)],
-            }],
+            packs: vec![IndexPack { id: Id::hash(b"gone"), size: 100, blobs: vec![entry(9, 0)] }],
         };
-        let idx = Index::build(vec![
-            (Id::hash(b"a"), f),
-            (Id::hash(b"b"), g),
-            (Id::hash(b"old"), old),
-        ]);
+        let idx = Index::build(vec![(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]);
         assert_eq!(idx.len(), 3, "superseded index files are ignored");
         let l = idx.get(&Id::hash(&[2])).unwrap();
         assert_eq!(idx.packs()[l.pack as usize].0, Id::hash(b"p"));

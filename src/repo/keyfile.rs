@@ -80,8 +80,7 @@ impl KeyFile {
         if bytes.len() > MAX_KEY_FILE {
             return Err(Error::corrupt("key file is larger than 64 KiB"));
         }
-        let k: KeyFile =
-            serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("key file: {e}")))?;
+        let k: KeyFile = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("key file: {e}")))?;
         if k.version != 1 || k.kdf.algorithm != "argon2id" || k.kdf.version != 0x13 {
             return Err(Error::Unsupported(format!(
                 "key file version {} / KDF {} v{} is not supported",
@@ -102,15 +101,13 @@ impl KeyFile {
 
     /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
     pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
-        let salt =
-            hex::decode(&self.kdf.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
+        let salt = hex::decode(&self.kdf.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
         if !(16..=64).contains(&salt.len()) {
             return Err(Error::corrupt("key file salt has a bad length"));
         }
         let params = self.params();
         params.validate()?;
-        let sealed =
-            hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
+        let sealed = hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
         let kek = params.derive(password, &salt)?;
         match crypto::open_with(&kek, &aad(&params, &salt), &sealed) {
             Ok(plain) => MasterKey::from_bytes(&plain).map(Some),
@@ -126,18 +123,11 @@ mod tests {
     #[test]
     fn wrap_unwrap_and_tampered_cost() {
         let m = MasterKey::random().unwrap();
-        let p = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
         let k = KeyFile::create(&m, b"secret", p).unwrap();
         let bytes = serde_json::to_vec(&k).unwrap();
         let k = KeyFile::parse(&bytes).unwrap();
-        assert_eq!(
-            k.open(b"secret").unwrap().unwrap().blob_id(b"x"),
-            m.blob_id(b"x")
-        );
+        assert_eq!(k.open(b"secret").unwrap().unwrap().blob_id(b"x"), m.blob_id(b"x"));
         assert!(k.open(b"wrong").unwrap().is_none());
         // Lowering the cost in the file must not give a key that opens.
         let mut t = k.clone();

@@ -46,10 +46,6 @@ impl Repository {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.repo.block_on(
-            self.repo
-                .backend()
-                .remove(&Handle::id(FileKind::Lock, &self.id)),
-        );
+        let _ = self.repo.block_on(self.repo.backend().remove(&Handle::id(FileKind::Lock, &self.id)));
     }
 }

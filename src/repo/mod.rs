@@ -45,12 +45,7 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions {
-            chunker: ChunkSizes::default(),
-            compression: 3,
-            pack_size: 16 << 20,
-            kdf: KdfParams::default(),
-        }
+        InitOptions { chunker: ChunkSizes::default(), compression: 3, pack_size: 16 << 20, kdf: KdfParams::default() }
     }
 }
 
@@ -75,11 +70,7 @@ fn label_for(kind: FileKind) -> &'static [u8] {
 
 /// Largest decompressed file body accepted for `kind`.
 fn body_limit(kind: FileKind) -> usize {
-    if kind == FileKind::Index {
-        1 << 30
-    } else {
-        64 << 20
-    }
+    if kind == FileKind::Index { 1 << 30 } else { 64 << 20 }
 }
 
 impl Repository {
@@ -109,29 +100,16 @@ impl Repository {
         }
         rt.block_on(backend.create())?;
         let key = MasterKey::random()?;
-        let repo = Repository {
-            backend,
-            rt,
-            key,
-            config,
-            index: Mutex::new(None),
-        };
+        let repo = Repository { backend, rt, key, config, index: Mutex::new(None) };
         repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
-        let body = repo.seal_body(
-            FileKind::Config,
-            &serde_json::to_vec(&repo.config).expect("config serializes"),
-        );
+        let body = repo.seal_body(FileKind::Config, &serde_json::to_vec(&repo.config).expect("config serializes"));
         repo.block_on(repo.backend.write(&Handle::config(), Bytes::from(body)))?;
         Ok(repo)
     }
 
     /// Opens the repository at `backend` with `password`.
-    pub fn open(
-        backend: DynBackend,
-        rt: tokio::runtime::Handle,
-        password: &[u8],
-    ) -> Result<Repository> {
+    pub fn open(backend: DynBackend, rt: tokio::runtime::Handle, password: &[u8]) -> Result<Repository> {
         let sealed_config = match rt.block_on(backend.read(&Handle::config(), None)) {
             Ok(b) => b,
             Err(BackendError::NotFound(_)) => return Err(Error::RepoNotFound(backend.location())),
@@ -144,10 +122,7 @@ impl Repository {
         let mut master = None;
         let mut damaged = Vec::new();
         for k in keys {
-            let h = Handle {
-                kind: FileKind::Key,
-                name: k.name,
-            };
+            let h = Handle { kind: FileKind::Key, name: k.name };
             if k.size > keyfile::MAX_KEY_FILE as u64 {
                 damaged.push(format!("{h}: too large"));
                 continue;
@@ -172,18 +147,11 @@ impl Repository {
             }
             return Err(Error::WrongPassword);
         };
-        let plain = open_body(&key, FileKind::Config, &sealed_config)
-            .map_err(|e| Error::corrupt(format!("config: {e}")))?;
-        let config: Config =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
+        let plain =
+            open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
+        let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         config.validate()?;
-        Ok(Repository {
-            backend,
-            rt,
-            key,
-            config,
-            index: Mutex::new(None),
-        })
+        Ok(Repository { backend, rt, key, config, index: Mutex::new(None) })
     }
 
     /// Wraps the master key under another password; returns the new key file's ID.
@@ -191,10 +159,7 @@ impl Repository {
         let kf = KeyFile::create(&self.key, password, params)?;
         let bytes = serde_json::to_vec_pretty(&kf).expect("key file serializes");
         let id = Id::hash(&bytes);
-        self.block_on(
-            self.backend
-                .write(&Handle::id(FileKind::Key, &id), Bytes::from(bytes)),
-        )?;
+        self.block_on(self.backend.write(&Handle::id(FileKind::Key, &id), Bytes::from(bytes)))?;
         Ok(id)
     }
 
@@ -242,13 +207,15 @@ impl Repository {
     pub fn save_file(&self, kind: FileKind, payload: &[u8]) -> Result<Id> {
         let sealed = self.seal_body(kind, payload);
         let id = Id::hash(&sealed);
-        match self.block_on(
-            self.backend
-                .write(&Handle::id(kind, &id), Bytes::from(sealed)),
-        ) {
-            Ok(()) | Err(BackendError::AlreadyExists(_)) => Ok(id),
-            Err(e) => Err(e.into()),
+        match self.block_on(self.backend.write(&Handle::id(kind, &id), Bytes::from(sealed))) {
+            Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
         }
+        if kind == FileKind::Index {
+            // The cached index no longer lists everything: reload on next use.
+            *self.index.lock().expect("poisoned") = None;
+        }
+        Ok(id)
     }
 
     /// Reads, verifies (name hash, authentication) and opens a file of `kind`.
@@ -260,9 +227,7 @@ impl Repository {
 
     fn open_file(&self, h: &Handle, sealed: &[u8]) -> Result<Vec<u8>> {
         if Id::hash(sealed).to_hex() != h.name {
-            return Err(Error::corrupt(format!(
-                "{h}: content does not match its name (damaged or truncated)"
-            )));
+            return Err(Error::corrupt(format!("{h}: content does not match its name (damaged or truncated)")));
         }
         open_body(&self.key, h.kind, sealed).map_err(|e| Error::corrupt(format!("{h}: {e}")))
     }
@@ -275,8 +240,7 @@ impl Repository {
     /// Loads a JSON file of `kind`.
     pub fn load_json<T: DeserializeOwned>(&self, kind: FileKind, id: &Id) -> Result<T> {
         let plain = self.load_file(kind, id)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| Error::corrupt(format!("{}: {e}", Handle::id(kind, id))))
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("{}: {e}", Handle::id(kind, id))))
     }
 
     /// IDs of all files of `kind`.
@@ -287,17 +251,11 @@ impl Repository {
 
     /// Reads many files of `kind` concurrently; results in the order of `ids`.
     pub fn load_files(&self, kind: FileKind, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
-        let limit = Arc::new(tokio::sync::Semaphore::new(
-            self.backend.concurrency().max(1) * 2,
-        ));
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.backend.concurrency().max(1) * 2));
         let tasks: Vec<_> = ids
             .iter()
             .map(|id| {
-                let (b, limit, h) = (
-                    Arc::clone(&self.backend),
-                    Arc::clone(&limit),
-                    Handle::id(kind, id),
-                );
+                let (b, limit, h) = (Arc::clone(&self.backend), Arc::clone(&limit), Handle::id(kind, id));
                 self.rt.spawn(async move {
                     let _permit = limit.acquire_owned().await;
                     b.read(&h, None).await
@@ -308,9 +266,7 @@ impl Repository {
             .into_iter()
             .zip(ids)
             .map(|(t, id)| {
-                let sealed = self
-                    .block_on(t)
-                    .map_err(|e| Error::Incomplete(format!("reader failed: {e}")))??;
+                let sealed = self.block_on(t).map_err(|e| Error::Incomplete(format!("reader failed: {e}")))??;
                 self.open_file(&Handle::id(kind, id), &sealed)
             })
             .collect()
@@ -322,8 +278,7 @@ impl Repository {
         let mut out = Vec::with_capacity(ids.len());
         for (id, r) in ids.iter().zip(self.load_files(FileKind::Snapshot, &ids)) {
             match r.and_then(|p| {
-                serde_json::from_slice::<Snapshot>(&p)
-                    .map_err(|e| Error::corrupt(format!("snapshot {id}: {e}")))
+                serde_json::from_slice::<Snapshot>(&p).map_err(|e| Error::corrupt(format!("snapshot {id}: {e}")))
             }) {
                 Ok(s) => out.push((*id, s)),
                 Err(e) => warn(*id, e),
@@ -341,10 +296,7 @@ impl Repository {
     /// Resolves `latest`, a full ID or a unique prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
-            return self
-                .snapshots()?
-                .pop()
-                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+            return self.snapshots()?.pop().ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
         }
         let ids = self.list_ids(FileKind::Snapshot)?;
         let id = id::find_by_prefix(&ids, spec, "snapshot")?;
@@ -358,8 +310,7 @@ impl Repository {
         ids.into_iter()
             .zip(files)
             .map(|(id, r)| {
-                let f = IndexFile::decode(&r?)
-                    .map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
+                let f = IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
                 Ok((id, f))
             })
             .collect()
@@ -386,19 +337,15 @@ impl Repository {
     /// Reads, decrypts, decompresses and verifies a blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let idx = self.index()?;
-        let loc = idx
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
+        let loc = idx.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
         let pack = idx.packs()[loc.pack as usize].0;
         let stored = self.read_stored(&pack, &loc.entry)?;
-        pack::decode_blob(&self.key, &loc.entry, &stored)
-            .map_err(|e| Error::corrupt(format!("pack {pack}: {e}")))
+        pack::decode_blob(&self.key, &loc.entry, &stored).map_err(|e| Error::corrupt(format!("pack {pack}: {e}")))
     }
 
     /// Loads and validates a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        Tree::from_bytes(&self.read_blob(id)?)
-            .map_err(|e| Error::corrupt(format!("tree {id}: {e}")))
+        Tree::from_bytes(&self.read_blob(id)?).map_err(|e| Error::corrupt(format!("tree {id}: {e}")))
     }
 }
 
@@ -410,20 +357,65 @@ fn open_body(key: &MasterKey, kind: FileKind, sealed: &[u8]) -> Result<Vec<u8>> 
         Some((1, rest)) => {
             let limit = body_limit(kind);
             let mut out = Vec::new();
-            let mut dec = zstd::stream::read::Decoder::new(rest)
-                .map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
-            let n = std::io::copy(
-                &mut std::io::Read::take(&mut dec, limit as u64 + 1),
-                &mut out,
-            )
-            .map_err(|e| Error::corrupt(format!("decompression failed: {e}")))?;
+            let mut dec = zstd::stream::read::Decoder::new(rest).map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+            let n = std::io::copy(&mut std::io::Read::take(&mut dec, limit as u64 + 1), &mut out)
+                .map_err(|e| Error::corrupt(format!("decompression failed: {e}")))?;
             if n > limit as u64 {
-                return Err(Error::corrupt(format!(
-                    "decompresses to more than {limit} bytes"
-                )));
+                return Err(Error::corrupt(format!("decompresses to more than {limit} bytes")));
             }
             Ok(out)
         }
         _ => Err(Error::corrupt("unknown compression marker")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+
+    fn opts() -> InitOptions {
+        InitOptions { kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, ..InitOptions::default() }
+    }
+
+    #[test]
+    fn init_open_files_and_tampering() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let b: DynBackend = Arc::new(MemBackend::new());
+        let repo = Repository::init(Arc::clone(&b), rt.handle().clone(), b"pw", &opts()).unwrap();
+        assert!(matches!(
+            Repository::init(Arc::clone(&b), rt.handle().clone(), b"pw", &opts()),
+            Err(Error::RepoExists(_))
+        ));
+        assert!(matches!(Repository::open(Arc::clone(&b), rt.handle().clone(), b"nope"), Err(Error::WrongPassword)));
+        // A second key opens the same repository.
+        repo.add_key(b"second", opts().kdf).unwrap();
+        let again = Repository::open(Arc::clone(&b), rt.handle().clone(), b"second").unwrap();
+        assert_eq!(again.config(), repo.config());
+
+        let id = repo.save_file(FileKind::Snapshot, b"{\"x\":1}").unwrap();
+        assert_eq!(again.load_file(FileKind::Snapshot, &id).unwrap(), b"{\"x\":1}");
+        // Swapping a file under another name is detected by the name hash.
+        let other = repo.save_file(FileKind::Snapshot, b"{\"x\":2}").unwrap();
+        let h = Handle::id(FileKind::Snapshot, &id);
+        let stolen = rt.block_on(b.read(&Handle::id(FileKind::Snapshot, &other), None)).unwrap();
+        rt.block_on(b.remove(&h)).unwrap();
+        rt.block_on(b.write(&h, stolen)).unwrap();
+        let e = repo.load_file(FileKind::Snapshot, &id).unwrap_err().to_string();
+        assert!(e.contains("does not match its name"), "{e}");
+        // An index body cannot be passed off as a snapshot (labels differ).
+        let idx = repo.save_file(FileKind::Index, b"CAIRNIX1").unwrap();
+        let sealed = rt.block_on(b.read(&Handle::id(FileKind::Index, &idx), None)).unwrap();
+        let fake = Handle::id(FileKind::Snapshot, &idx);
+        rt.block_on(b.write(&fake, sealed)).unwrap();
+        assert!(repo.load_file(FileKind::Snapshot, &idx).is_err());
+        assert!(repo.find_snapshot("latest").is_err(), "no valid snapshot JSON exists");
+    }
+
+    #[test]
+    fn missing_repository() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let b: DynBackend = Arc::new(MemBackend::new());
+        assert!(matches!(Repository::open(b, rt.handle().clone(), b"pw"), Err(Error::RepoNotFound(_))));
     }
 }

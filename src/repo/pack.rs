@@ -84,21 +84,14 @@ impl BlobEntry {
             || e.raw_length > MAX_BLOB
             || (!e.compressed && e.length as usize != e.raw_length as usize + OVERHEAD)
         {
-            return Err(Error::corrupt(format!(
-                "blob {} has inconsistent lengths",
-                e.id
-            )));
+            return Err(Error::corrupt(format!("blob {} has inconsistent lengths", e.id)));
         }
         Ok(e)
     }
 }
 
 /// Compresses (when it helps) and seals a blob's plaintext. Returns (compressed, stored bytes).
-pub fn encode_blob(
-    key: &MasterKey,
-    plain: &[u8],
-    zstd: Option<&mut zstd::bulk::Compressor<'_>>,
-) -> (bool, Vec<u8>) {
+pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut zstd::bulk::Compressor<'_>>) -> (bool, Vec<u8>) {
     if let Some(z) = zstd
         && plain.len() > 64
         && let Ok(c) = z.compress(plain)
@@ -111,9 +104,8 @@ pub fn encode_blob(
 
 /// Opens, decompresses and verifies a stored blob against its entry.
 pub fn decode_blob(key: &MasterKey, e: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
-    let payload = key
-        .open(label::BLOB, stored)
-        .map_err(|_| Error::corrupt(format!("blob {}: authentication failed", e.id)))?;
+    let payload =
+        key.open(label::BLOB, stored).map_err(|_| Error::corrupt(format!("blob {}: authentication failed", e.id)))?;
     let plain = if e.compressed {
         zstd::bulk::decompress(&payload, e.raw_length as usize)
             .map_err(|err| Error::corrupt(format!("blob {}: decompression failed: {err}", e.id)))?
@@ -121,10 +113,7 @@ pub fn decode_blob(key: &MasterKey, e: &BlobEntry, stored: &[u8]) -> Result<Vec<
         payload
     };
     if plain.len() != e.raw_length as usize || key.blob_id(&plain) != e.id {
-        return Err(Error::corrupt(format!(
-            "blob {}: content does not match its ID",
-            e.id
-        )));
+        return Err(Error::corrupt(format!("blob {}: content does not match its ID", e.id)));
     }
     Ok(plain)
 }
@@ -140,11 +129,7 @@ pub struct PackWriter {
 impl PackWriter {
     /// An empty pack for blobs of `blob_type`.
     pub fn new(blob_type: BlobType, capacity: usize) -> PackWriter {
-        PackWriter {
-            blob_type,
-            buf: Vec::with_capacity(capacity),
-            entries: Vec::new(),
-        }
+        PackWriter { blob_type, buf: Vec::with_capacity(capacity), entries: Vec::new() }
     }
 
     /// Appends a stored blob.
@@ -178,23 +163,16 @@ impl PackWriter {
         }
         let sealed = key.seal(label::PACK_HEADER, &header);
         self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         (Id::hash(&self.buf), self.buf, self.entries)
     }
 }
 
 /// Where the sealed header of a pack of `pack_size` bytes starts, given its last 4 bytes.
 pub fn header_start(pack_size: u64, trailer: &[u8]) -> Result<u64> {
-    let len = u32::from_le_bytes(
-        trailer
-            .try_into()
-            .map_err(|_| Error::corrupt("pack trailer is not 4 bytes"))?,
-    ) as u64;
+    let len = u32::from_le_bytes(trailer.try_into().map_err(|_| Error::corrupt("pack trailer is not 4 bytes"))?) as u64;
     if len < OVERHEAD as u64 || len + 4 > pack_size {
-        return Err(Error::corrupt(format!(
-            "pack header length {len} does not fit a {pack_size}-byte pack"
-        )));
+        return Err(Error::corrupt(format!("pack header length {len} does not fit a {pack_size}-byte pack")));
     }
     Ok(pack_size - 4 - len)
 }
@@ -202,45 +180,30 @@ pub fn header_start(pack_size: u64, trailer: &[u8]) -> Result<u64> {
 /// Parses a pack header given its sealed bytes and where it starts; checks that the
 /// entries tile the blob area exactly.
 pub fn parse_header(key: &MasterKey, sealed: &[u8], header_start: u64) -> Result<Vec<BlobEntry>> {
-    let plain = key
-        .open(label::PACK_HEADER, sealed)
-        .map_err(|_| Error::corrupt("pack header: authentication failed"))?;
+    let plain =
+        key.open(label::PACK_HEADER, sealed).map_err(|_| Error::corrupt("pack header: authentication failed"))?;
     if plain.is_empty() || plain.len() % BlobEntry::SIZE != 0 {
         return Err(Error::corrupt("pack header has a bad length"));
     }
-    let entries = plain
-        .chunks(BlobEntry::SIZE)
-        .map(BlobEntry::decode)
-        .collect::<Result<Vec<_>>>()?;
+    let entries = plain.chunks(BlobEntry::SIZE).map(BlobEntry::decode).collect::<Result<Vec<_>>>()?;
     let mut pos = 0u64;
     for e in &entries {
         if e.offset as u64 != pos {
-            return Err(Error::corrupt(format!(
-                "pack header: blob {} is not where the previous one ends",
-                e.id
-            )));
+            return Err(Error::corrupt(format!("pack header: blob {} is not where the previous one ends", e.id)));
         }
         pos += e.length as u64;
     }
     if pos != header_start {
-        return Err(Error::corrupt(
-            "pack header does not describe the whole pack",
-        ));
+        return Err(Error::corrupt("pack header does not describe the whole pack"));
     }
     Ok(entries)
 }
 
 /// Parses a whole pack (as read for `check --read-data`): verifies its name, header
 /// and each blob. Returns the entries and, per entry, the verification result.
-pub fn verify_pack(
-    key: &MasterKey,
-    name: &Id,
-    data: &[u8],
-) -> Result<Vec<(BlobEntry, Result<()>)>> {
+pub fn verify_pack(key: &MasterKey, name: &Id, data: &[u8]) -> Result<Vec<(BlobEntry, Result<()>)>> {
     if Id::hash(data) != *name {
-        return Err(Error::corrupt(format!(
-            "pack {name}: content does not match its name (damaged or truncated)"
-        )));
+        return Err(Error::corrupt(format!("pack {name}: content does not match its name (damaged or truncated)")));
     }
     if data.len() < 4 {
         return Err(Error::corrupt(format!("pack {name} is too short")));
@@ -266,11 +229,8 @@ mod tests {
         let key = MasterKey::random().unwrap();
         let mut z = zstd::bulk::Compressor::new(3).unwrap();
         let mut w = PackWriter::new(BlobType::Data, 0);
-        let blobs: Vec<Vec<u8>> = vec![
-            vec![0u8; 10_000],
-            b"short".to_vec(),
-            (0..5000u32).map(|i| (i * 31) as u8).collect(),
-        ];
+        let blobs: Vec<Vec<u8>> =
+            vec![vec![0u8; 10_000], b"short".to_vec(), (0..5000u32).map(|i| (i * 31) as u8).collect()];
         for b in &blobs {
             let (c, s) = encode_blob(&key, b, Some(&mut z));
             w.add(key.blob_id(b), c, b.len() as u32, &s);
@@ -287,10 +247,7 @@ mod tests {
         }
         let mut bad = data.clone();
         bad[entries[1].offset as usize + 30] ^= 1;
-        assert!(
-            verify_pack(&key, &id, &bad).is_err(),
-            "the name check catches it"
-        );
+        assert!(verify_pack(&key, &id, &bad).is_err(), "the name check catches it");
         let checked = verify_pack(&key, &Id::hash(&bad), &bad).unwrap();
         assert!(checked[1].1.is_err() && checked[0].1.is_ok() && checked[2].1.is_ok());
         // Truncation and hostile header lengths are errors, not panics.

@@ -63,18 +63,10 @@ impl<'r> Packer<'r> {
         zstd: Option<&mut zstd::bulk::Compressor<'_>>,
     ) -> Result<()> {
         let (compressed, stored) = pack::encode_blob(self.repo.key(), plain, zstd);
-        let counter = if blob_type == BlobType::Data {
-            &self.stats.data_blobs
-        } else {
-            &self.stats.tree_blobs
-        };
+        let counter = if blob_type == BlobType::Data { &self.stats.data_blobs } else { &self.stats.tree_blobs };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .raw_bytes
-            .fetch_add(plain.len() as u64, Ordering::Relaxed);
-        self.stats
-            .stored_bytes
-            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        self.stats.raw_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.stats.stored_bytes.fetch_add(stored.len() as u64, Ordering::Relaxed);
         if self.dry_run {
             return Ok(());
         }
@@ -83,11 +75,7 @@ impl<'r> Packer<'r> {
             let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
             let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
             w.add(id, compressed, plain.len() as u32, &stored);
-            if w.size() >= target {
-                slot.take()
-            } else {
-                None
-            }
+            if w.size() >= target { slot.take() } else { None }
         };
         match full {
             Some(w) => self.upload(w),
@@ -98,18 +86,12 @@ impl<'r> Packer<'r> {
     fn upload(&self, w: PackWriter) -> Result<()> {
         self.check_failed()?;
         let (id, data, blobs) = w.finish(self.repo.key());
-        let permit = self
-            .repo
-            .block_on(Arc::clone(&self.uploads).acquire_owned())
-            .expect("semaphore open");
+        let permit = self.repo.block_on(Arc::clone(&self.uploads).acquire_owned()).expect("semaphore open");
         let backend = Arc::clone(self.repo.backend());
         let size = data.len() as u64;
         let task = self.repo.runtime().spawn(async move {
             let _permit = permit;
-            match backend
-                .write(&Handle::id(FileKind::Pack, &id), Bytes::from(data))
-                .await
-            {
+            match backend.write(&Handle::id(FileKind::Pack, &id), Bytes::from(data)).await {
                 Ok(()) | Err(BackendError::AlreadyExists(_)) => Ok(IndexPack { id, size, blobs }),
                 Err(e) => Err(e),
             }
@@ -125,10 +107,7 @@ impl<'r> Packer<'r> {
         while i < tasks.len() {
             if tasks[i].is_finished() {
                 let t = tasks.swap_remove(i);
-                let r = self
-                    .repo
-                    .block_on(t)
-                    .map_err(|e| Error::Incomplete(format!("upload task failed: {e}")))?;
+                let r = self.repo.block_on(t).map_err(|e| Error::Incomplete(format!("upload task failed: {e}")))?;
                 self.done.lock().expect("poisoned").push(r?);
             } else {
                 i += 1;
@@ -152,10 +131,7 @@ impl<'r> Packer<'r> {
             match self.repo.block_on(t) {
                 Ok(Ok(p)) => self.done.lock().expect("poisoned").push(p),
                 Ok(Err(e)) => first_err = first_err.or(Some(Error::from(e))),
-                Err(e) => {
-                    first_err =
-                        first_err.or(Some(Error::Incomplete(format!("upload task failed: {e}"))))
-                }
+                Err(e) => first_err = first_err.or(Some(Error::Incomplete(format!("upload task failed: {e}")))),
             }
         }
         if let Some(e) = first_err {
@@ -165,10 +141,7 @@ impl<'r> Packer<'r> {
         if packs.is_empty() {
             return Ok(None);
         }
-        let file = IndexFile {
-            supersedes: Vec::new(),
-            packs,
-        };
+        let file = IndexFile { supersedes: Vec::new(), packs };
         Ok(Some(self.repo.save_file(FileKind::Index, &file.encode())?))
     }
 }

@@ -40,10 +40,7 @@ impl<'de> Deserialize<'de> for ByteStr {
             fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<ByteStr, E> {
                 Ok(ByteStr(v.as_bytes().to_vec()))
             }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<ByteStr, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<ByteStr, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);
@@ -178,14 +175,10 @@ impl Tree {
     /// Parses and validates a tree blob: safe names, sorted and unique, each type
     /// carrying the fields it needs.
     pub fn from_bytes(b: &[u8]) -> Result<Tree> {
-        let t: Tree = serde_json::from_slice(b)
-            .map_err(|e| Error::corrupt(format!("tree does not parse: {e}")))?;
+        let t: Tree = serde_json::from_slice(b).map_err(|e| Error::corrupt(format!("tree does not parse: {e}")))?;
         for (i, n) in t.entries.iter().enumerate() {
             if !n.has_valid_name() {
-                return Err(Error::corrupt(format!(
-                    "tree entry with unsafe name {:?}",
-                    n.name
-                )));
+                return Err(Error::corrupt(format!("tree entry with unsafe name {:?}", n.name)));
             }
             if i > 0 && t.entries[i - 1].name.0 >= n.name.0 {
                 return Err(Error::corrupt("tree entries are not sorted and unique"));
@@ -197,10 +190,7 @@ impl Tree {
                 _ => true,
             };
             if !ok {
-                return Err(Error::corrupt(format!(
-                    "tree entry {:?} lacks the fields of its type",
-                    n.name
-                )));
+                return Err(Error::corrupt(format!("tree entry {:?} lacks the fields of its type", n.name)));
             }
         }
         Ok(t)
@@ -208,10 +198,7 @@ impl Tree {
 
     /// Finds an entry by name.
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
-        self.entries
-            .binary_search_by(|n| n.name.0.as_slice().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|n| n.name.0.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -237,10 +224,7 @@ mod tests {
             device: 0,
             rdev: None,
             target: None,
-            xattrs: vec![Xattr {
-                name: ByteStr(b"user.x".to_vec()),
-                value: ByteStr(vec![0xff, 0]),
-            }],
+            xattrs: vec![Xattr { name: ByteStr(b"user.x".to_vec()), value: ByteStr(vec![0xff, 0]) }],
             content: Some(vec![]),
             subtree: None,
         }
@@ -248,9 +232,7 @@ mod tests {
 
     #[test]
     fn non_utf8_round_trip_and_order() {
-        let mut t = Tree {
-            entries: vec![node(b"z\n"), node(&[0xff, 0xfe]), node(b"a")],
-        };
+        let mut t = Tree { entries: vec![node(b"z\n"), node(&[0xff, 0xfe]), node(b"a")] };
         t.sort();
         let b = t.to_bytes();
         let back = Tree::from_bytes(&b).unwrap();
@@ -264,14 +246,10 @@ mod tests {
     #[test]
     fn hostile_names_rejected() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"a\0"] {
-            let t = Tree {
-                entries: vec![node(bad)],
-            };
+            let t = Tree { entries: vec![node(bad)] };
             assert!(Tree::from_bytes(&t.to_bytes()).is_err(), "{bad:?}");
         }
-        let unsorted = Tree {
-            entries: vec![node(b"b"), node(b"a")],
-        };
+        let unsorted = Tree { entries: vec![node(b"b"), node(b"a")] };
         assert!(Tree::from_bytes(&unsorted.to_bytes()).is_err());
     }
 }
