@@ -43,11 +43,13 @@ fn main() -> ExitCode {
     });
     let code = match cli::run(args, rt.handle().clone()) {
         Ok(code) => code,
+        Err(e) if cli::is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("cairn: {}", cli::describe(&e));
             cli::exit_code(&e)
         }
     };
-    rt.shutdown_background();
+    // Let uploads that are under way finish (or clean up their temporary files).
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
     ExitCode::from(code as u8)
 }

@@ -83,10 +83,11 @@ struct Plan<'a> {
 impl Plan<'_> {
     /// Adds `node` at `snap_path` (and below); returns whether anything was added.
     fn add(&mut self, node: Node, snap_path: PathBuf, dest: PathBuf, selected: bool) -> Result<bool> {
-        if self.excludes.matches(&snap_path) {
+        let is_dir = node.node_type == NodeType::Dir;
+        if self.excludes.matches(&snap_path, is_dir) {
             return Ok(false);
         }
-        let selected = selected || self.includes.is_empty() || self.includes.matches(&snap_path);
+        let selected = selected || self.includes.is_empty() || self.includes.matches(&snap_path, is_dir);
         if node.node_type != NodeType::Dir {
             if selected {
                 self.items.push(Item { dest, node });

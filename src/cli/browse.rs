@@ -143,6 +143,12 @@ fn time_string(t: cairn::repo::tree::Timestamp) -> String {
         .unwrap_or_else(|| format!("@{}", t.0))
 }
 
+fn rfc3339(t: cairn::repo::tree::Timestamp) -> String {
+    chrono::DateTime::from_timestamp(t.0, t.1)
+        .map(|d| d.with_timezone(&chrono::Local).to_rfc3339_opts(chrono::SecondsFormat::Nanos, false))
+        .unwrap_or_else(|| format!("@{}", t.0))
+}
+
 pub fn ls(g: &Global, out: &Output, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
@@ -161,7 +167,9 @@ pub fn ls(g: &Global, out: &Output, a: LsArgs) -> Result<i32> {
                 "user": n.user,
                 "group": n.group,
                 "size": n.size,
-                "mtime": time_string(n.mtime),
+                "mtime": rfc3339(n.mtime),
+                "atime": rfc3339(n.atime),
+                "ctime": rfc3339(n.ctime),
                 "inode": n.inode,
                 "links": n.links,
             });
@@ -212,7 +220,8 @@ pub struct CatArgs {
     /// What to print.
     #[arg(value_enum)]
     kind: CatKind,
-    /// Its ID (or unique prefix; `latest` for snapshots).
+    /// Its ID: a unique prefix works for keys, snapshots and indexes (`latest` for
+    /// snapshots); trees and blobs need the full ID.
     id: Option<String>,
 }
 
@@ -251,7 +260,7 @@ pub fn cat(g: &Global, out: &Output, a: CatArgs) -> Result<i32> {
             return Ok(0);
         }
     };
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    writeln!(std::io::stdout().lock(), "{}", serde_json::to_string_pretty(&value)?)?;
     Ok(0)
 }
 

@@ -75,11 +75,17 @@ impl Global {
         self.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use -r/--repo or set CAIRN_REPOSITORY"))
     }
 
-    /// The password from the environment, a file, a command or a prompt.
+    /// The password from a file, a command, the environment or a prompt (in that
+    /// order: an explicit file or command wins over `CAIRN_PASSWORD`).
     fn password(&self, confirm: bool) -> Result<Vec<u8>> {
-        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-            return Ok(p.into_bytes());
+        let p = self.password_source(confirm)?;
+        if p.is_empty() {
+            return Err(anyhow!("an empty password is not allowed"));
         }
+        Ok(p)
+    }
+
+    fn password_source(&self, confirm: bool) -> Result<Vec<u8>> {
         if let Some(f) = &self.password_file {
             let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
             return Ok(first_line(s));
@@ -96,6 +102,9 @@ impl Global {
             }
             return Ok(first_line(out.stdout));
         }
+        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("enter repository password: ").context("reading the password")?;
             if confirm {
@@ -103,9 +112,6 @@ impl Global {
                 if again != p {
                     return Err(anyhow!("the passwords do not match"));
                 }
-            }
-            if p.is_empty() {
-                return Err(anyhow!("an empty password is not allowed"));
             }
             return Ok(p.into_bytes());
         }
@@ -157,6 +163,11 @@ pub fn describe(e: &anyhow::Error) -> String {
         }
     }
     s.replace('\n', " ")
+}
+
+/// Whether the error is only stdout having been closed by the reader (`| head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The documented exit code for an error.

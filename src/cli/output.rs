@@ -26,7 +26,8 @@ impl Output {
     /// A line of human output (suppressed by --quiet and --json).
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet && !self.json {
-            println!("{}", msg.as_ref());
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{}", msg.as_ref());
         }
     }
 
