@@ -31,10 +31,7 @@ fn v1_repository_lists_checks_and_restores() {
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[0]["hostname"], "fixture");
     assert_eq!(snaps[1]["tags"], serde_json::json!(["v1"]));
-    assert_eq!(
-        snaps[1]["paths"],
-        serde_json::json!(["/tmp/cairn-fixture-v1/data"])
-    );
+    assert_eq!(snaps[1]["paths"], serde_json::json!(["/tmp/cairn-fixture-v1/data"]));
     assert_eq!(snaps[1]["parent"], snaps[0]["id"]);
 
     let (code, _, err) = cairn(&["check", "--read-data"]);
@@ -42,13 +39,8 @@ fn v1_repository_lists_checks_and_restores() {
 
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("out");
-    let (code, _, err) = cairn(&[
-        "restore",
-        "latest:/tmp/cairn-fixture-v1/data",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    let (code, _, err) =
+        cairn(&["restore", "latest:/tmp/cairn-fixture-v1/data", "--target", target.to_str().unwrap(), "--verify"]);
     assert_eq!(code, 0, "{err}");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -61,12 +53,7 @@ fn v1_repository_lists_checks_and_restores() {
         match f[1] {
             "symlink" => assert_eq!(std::fs::read_link(&p).unwrap(), Path::new(f[2])),
             kind => {
-                assert_eq!(
-                    format!("{:#o}", m.permissions().mode() & 0o7777),
-                    f[2],
-                    "{}",
-                    f[0]
-                );
+                assert_eq!(format!("{:#o}", m.permissions().mode() & 0o7777), f[2], "{}", f[0]);
                 let mtime = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
                 assert_eq!(mtime.to_string(), f[3], "mtime of {}", f[0]);
                 if kind == "file" {
@@ -83,18 +70,9 @@ fn v1_repository_lists_checks_and_restores() {
     assert_eq!(checked, 9);
 
     // The first snapshot still has the first version of hello.txt.
-    let (code, out, _) = cairn(&[
-        "ls",
-        snaps[0]["short_id"].as_str().unwrap(),
-        "/tmp/cairn-fixture-v1/data",
-        "--json",
-    ]);
+    let (code, out, _) = cairn(&["ls", snaps[0]["short_id"].as_str().unwrap(), "/tmp/cairn-fixture-v1/data", "--json"]);
     assert_eq!(code, 0);
-    assert!(
-        out.lines()
-            .any(|l| l.contains("\"hello.txt\"") && l.contains("\"size\":13")),
-        "{out}"
-    );
+    assert!(out.lines().any(|l| l.contains("\"hello.txt\"") && l.contains("\"size\":13")), "{out}");
 }
 
 #[test]
