@@ -157,13 +157,19 @@ fn create_item(item: &Item) -> io::Result<()> {
     let n = &item.node;
     let p = &item.dest;
     match n.node_type {
-        NodeType::Dir => match fs::DirBuilder::new().mode(0o700).create(p) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
-            r => r,
-        },
+        NodeType::Dir => {
+            // Never follow a symlink that stands where a directory goes.
+            match fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => return Ok(()),
+                Ok(_) => fs::remove_file(p)?,
+                Err(_) => {}
+            }
+            fs::DirBuilder::new().mode(0o700).create(p)
+        }
         NodeType::File => {
             remove_existing(p);
-            let f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p)?;
+            let f =
+                OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)?;
             f.set_len(n.size)
         }
         NodeType::Symlink => {
@@ -483,7 +489,8 @@ fn fill_pack(
                 // Blobs of one file sit together in a pack: keep only its handle open.
                 if open.as_ref().is_none_or(|(k, _)| *k != j) {
                     open = None;
-                    match OpenOptions::new().write(true).open(&items[jobs[j].item].dest) {
+                    match OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&items[jobs[j].item].dest)
+                    {
                         Ok(f) => open = Some((j, f)),
                         Err(e) => {
                             fail(&vec![(j, 0)], format!("cannot open for writing: {e}"));

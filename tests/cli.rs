@@ -1125,3 +1125,30 @@ fn tree_comparison_detects_every_difference() {
         assert!(diff_trees(&a, &b).iter().any(|x| x.contains("owner")));
     }
 }
+
+#[test]
+fn restore_never_writes_through_symlinks_in_the_target() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    write(src.join("a/inner.txt"), "inner\n");
+    write(src.join("f.txt"), "file\n");
+    env.init(&[]);
+    env.backup_ok(&[s(&src)]);
+
+    // The target already has symlinks where the snapshot has a directory and a file.
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    write(outside.join("victim.txt"), "keep me\n");
+    let target = env.path("restore");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("a")).unwrap();
+    std::os::unix::fs::symlink(outside.join("victim.txt"), target.join("f.txt")).unwrap();
+
+    env.cairn(["restore", &format!("latest:{}", s(&src)), "--target", s(&target)]).ok();
+    assert!(!outside.join("inner.txt").exists(), "restore wrote through a directory symlink");
+    assert_eq!(fs::read(outside.join("victim.txt")).unwrap(), b"keep me\n", "restore wrote through a file symlink");
+    assert!(fs::symlink_metadata(target.join("a")).unwrap().is_dir());
+    assert_eq!(fs::read(target.join("a/inner.txt")).unwrap(), b"inner\n");
+    assert!(fs::symlink_metadata(target.join("f.txt")).unwrap().is_file());
+    assert_eq!(fs::read(target.join("f.txt")).unwrap(), b"file\n");
+}
