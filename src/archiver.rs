@@ -585,7 +585,7 @@ pub fn backup(
         for _ in 0..workers {
             let (rx, packer, worker_error) = (rx.clone(), &packer, &worker_error);
             s.spawn(move || {
-                let mut z = if level > 0 { zstd::bulk::Compressor::new(level).ok() } else { None };
+                let mut z = crate::compress::Compressor::new(level);
                 for job in rx {
                     if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
                         worker_error.lock().expect("poisoned").get_or_insert(e);

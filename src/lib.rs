@@ -10,6 +10,7 @@ pub mod backend;
 pub mod browse;
 pub mod checker;
 pub mod chunker;
+pub mod compress;
 pub mod crypto;
 pub mod error;
 pub mod filter;

@@ -435,7 +435,7 @@ fn fill_pack(
     progress: &Progress,
 ) -> Result<()> {
     const MAX_GAP: u64 = 1 << 20;
-    const MAX_READ: u64 = 32 << 20;
+    const MAX_READ: u64 = 8 << 20;
     let fail = |targets: &Targets, msg: String| {
         let mut f = failures.lock().expect("poisoned");
         for (j, _) in targets {

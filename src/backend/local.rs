@@ -113,6 +113,11 @@ impl Backend for LocalBackend {
         format!("local:{}", self.root.display())
     }
 
+    /// Two writes in flight keep a disk busy; more only hold more packs in memory.
+    fn concurrency(&self) -> usize {
+        2
+    }
+
     async fn create(&self) -> BResult<()> {
         let root = self.root.clone();
         blocking(move || {

@@ -1,6 +1,7 @@
 //! Pack files: sealed blobs back to back, then a sealed header listing them, then
 //! the header's length. Also the blob encoding (zstd, then seal) shared by all.
 
+use crate::compress::Compressor;
 use crate::crypto::{MasterKey, OVERHEAD, label};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -91,15 +92,11 @@ impl BlobEntry {
 }
 
 /// Compresses (when it helps) and seals a blob's plaintext. Returns (compressed, stored bytes).
-pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut zstd::bulk::Compressor<'_>>) -> (bool, Vec<u8>) {
-    if let Some(z) = zstd
-        && plain.len() > 64
-        && let Ok(c) = z.compress(plain)
-        && c.len() < plain.len()
-    {
-        return (true, key.seal(label::BLOB, &c));
+pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut Compressor>) -> (bool, Vec<u8>) {
+    match zstd.and_then(|z| z.compress(plain)) {
+        Some(c) => (true, key.seal(label::BLOB, &c)),
+        None => (false, key.seal(label::BLOB, plain)),
     }
-    (false, key.seal(label::BLOB, plain))
 }
 
 /// Opens, decompresses and verifies a stored blob against its entry.
@@ -227,7 +224,7 @@ mod tests {
     #[test]
     fn pack_round_trip_and_damage() {
         let key = MasterKey::random().unwrap();
-        let mut z = zstd::bulk::Compressor::new(3).unwrap();
+        let mut z = Compressor::new(3).unwrap();
         let mut w = PackWriter::new(BlobType::Data, 0);
         let blobs: Vec<Vec<u8>> =
             vec![vec![0u8; 10_000], b"short".to_vec(), (0..5000u32).map(|i| (i * 31) as u8).collect()];

@@ -60,7 +60,7 @@ impl<'r> Packer<'r> {
         blob_type: BlobType,
         id: Id,
         plain: &[u8],
-        zstd: Option<&mut zstd::bulk::Compressor<'_>>,
+        zstd: Option<&mut crate::compress::Compressor>,
     ) -> Result<()> {
         let (compressed, stored) = pack::encode_blob(self.repo.key(), plain, zstd);
         let counter = if blob_type == BlobType::Data { &self.stats.data_blobs } else { &self.stats.tree_blobs };
@@ -71,16 +71,17 @@ impl<'r> Packer<'r> {
             return Ok(());
         }
         let target = self.repo.config().pack_size as usize;
-        let full = {
-            let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
-            let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
-            w.add(id, compressed, plain.len() as u32, &stored);
-            if w.size() >= target { slot.take() } else { None }
-        };
-        match full {
-            Some(w) => self.upload(w),
-            None => Ok(()),
+        let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
+        let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
+        w.add(id, compressed, plain.len() as u32, &stored);
+        if w.size() < target {
+            return Ok(());
         }
+        let full = slot.take().expect("just filled");
+        // Wait for an upload slot while still holding the lock: other workers wait
+        // here instead of filling more packs, which bounds memory to the uploads in
+        // flight plus one pack per blob type.
+        self.upload(full)
     }
 
     fn upload(&self, w: PackWriter) -> Result<()> {
