@@ -153,45 +153,62 @@ fn remove_existing(p: &Path) {
     }
 }
 
-fn create_item(item: &Item) -> io::Result<()> {
+/// Creates `item` (files empty, at their final size). `fresh` says its parent was
+/// made by this restore, so nothing can stand in the way. Returns whether a new
+/// directory was made.
+fn create_item(item: &Item, fresh: bool) -> io::Result<bool> {
     let n = &item.node;
     let p = &item.dest;
     match n.node_type {
         NodeType::Dir => {
             // Never follow a symlink that stands where a directory goes.
-            match fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => return Ok(()),
-                Ok(_) => fs::remove_file(p)?,
-                Err(_) => {}
+            if !fresh {
+                match fs::symlink_metadata(p) {
+                    Ok(m) if m.is_dir() => return Ok(false),
+                    Ok(_) => fs::remove_file(p)?,
+                    Err(_) => {}
+                }
             }
-            fs::DirBuilder::new().mode(0o700).create(p)
+            fs::DirBuilder::new().mode(0o700).create(p)?;
+            return Ok(true);
         }
         NodeType::File => {
-            remove_existing(p);
+            if !fresh {
+                remove_existing(p);
+            }
             let f =
                 OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)?;
-            f.set_len(n.size)
+            if n.size > 0 {
+                f.set_len(n.size)?;
+            }
         }
         NodeType::Symlink => {
-            remove_existing(p);
+            if !fresh {
+                remove_existing(p);
+            }
             let target = n.target.as_ref().map(|t| OsStr::from_bytes(&t.0)).unwrap_or_default();
-            std::os::unix::fs::symlink(target, p)
+            std::os::unix::fs::symlink(target, p)?;
         }
         NodeType::Fifo => {
-            remove_existing(p);
-            nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).map_err(io::Error::from)
+            if !fresh {
+                remove_existing(p);
+            }
+            nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).map_err(io::Error::from)?;
         }
         NodeType::Socket | NodeType::Chardev | NodeType::Blockdev => {
-            remove_existing(p);
+            if !fresh {
+                remove_existing(p);
+            }
             let kind = match n.node_type {
                 NodeType::Socket => SFlag::S_IFSOCK,
                 NodeType::Chardev => SFlag::S_IFCHR,
                 _ => SFlag::S_IFBLK,
             };
             nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(0o600), n.rdev.unwrap_or(0) as _)
-                .map_err(io::Error::from)
+                .map_err(io::Error::from)?;
         }
     }
+    Ok(false)
 }
 
 fn set_metadata(item: &Item, as_root: bool) -> io::Result<()> {
@@ -272,6 +289,7 @@ pub fn restore(
     let mut failed_items = HashSet::new();
     let mut jobs: Vec<FileJob> = Vec::new();
     let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut made_dirs: HashSet<&Path> = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let n = &item.node;
         if n.node_type == NodeType::File && n.links > 1 && n.inode != 0 {
@@ -290,9 +308,15 @@ pub fn restore(
                 continue;
             }
         }
-        match create_item(item) {
-            Ok(()) => match n.node_type {
-                NodeType::Dir => summary.dirs += 1,
+        let fresh = item.dest.parent().is_some_and(|p| made_dirs.contains(p));
+        match create_item(item, fresh) {
+            Ok(made) => match n.node_type {
+                NodeType::Dir => {
+                    summary.dirs += 1;
+                    if made {
+                        made_dirs.insert(item.dest.as_path());
+                    }
+                }
                 NodeType::File => {
                     if n.links > 1 && n.inode != 0 {
                         inodes.insert((n.device, n.inode), jobs.len());
@@ -390,20 +414,34 @@ pub fn restore(
         }
     }
 
-    // Metadata: everything but directories, then directories deepest first.
+    // Metadata: everything but directories (in parallel), then directories deepest
+    // first so that creating their entries no longer changes their times.
     let as_root = nix::unistd::geteuid().is_root();
-    let mut meta_order: Vec<usize> = (0..items.len()).filter(|i| items[*i].node.node_type != NodeType::Dir).collect();
-    let mut dirs: Vec<usize> = (0..items.len()).filter(|i| items[*i].node.node_type == NodeType::Dir).collect();
-    dirs.reverse();
-    meta_order.extend(dirs);
-    for i in meta_order {
-        if failed_items.contains(&i) && items[i].node.node_type != NodeType::Dir {
-            continue;
+    let others: Vec<usize> =
+        (0..items.len()).filter(|i| items[*i].node.node_type != NodeType::Dir && !failed_items.contains(i)).collect();
+    let meta_failed = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for part in others.chunks(others.len().div_ceil(workers).max(1)) {
+            let (items, meta_failed) = (&items, &meta_failed);
+            s.spawn(move || {
+                for &i in part {
+                    if let Err(e) = set_metadata(&items[i], as_root) {
+                        meta_failed.lock().expect("poisoned").push((i, e));
+                    }
+                }
+            });
         }
+    });
+    let mut meta_failed = meta_failed.into_inner().expect("poisoned");
+    for i in (0..items.len()).rev().filter(|i| items[*i].node.node_type == NodeType::Dir) {
         if let Err(e) = set_metadata(&items[i], as_root) {
-            report.warn(&format!("{}: cannot restore metadata: {e}", items[i].dest.display()));
-            failed_items.insert(i);
+            meta_failed.push((i, e));
         }
+    }
+    meta_failed.sort_by_key(|(i, _)| *i);
+    for (i, e) in meta_failed {
+        report.warn(&format!("{}: cannot restore metadata: {e}", items[i].dest.display()));
+        failed_items.insert(i);
     }
 
     if opts.verify {
