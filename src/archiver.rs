@@ -611,6 +611,11 @@ pub fn backup(
         };
         let tree = match &opts.stdin_filename {
             Some(name) => w.stdin(name, parent_tree.as_ref()),
+            // Backing up `/` itself: the root directory is the snapshot's root tree.
+            None if paths.iter().any(|p| p == "/") => match fs::symlink_metadata("/") {
+                Ok(m) => w.dir(Path::new("/"), parent_tree.as_ref(), None, m.dev()),
+                Err(e) => Err(Error::io("/", e)),
+            },
             None => {
                 let root = build_vroot(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
                 w.vdir(&root, parent_tree.as_ref(), None, true)
