@@ -99,12 +99,29 @@ pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut Compressor>)
     }
 }
 
+thread_local! {
+    /// One decompression context per thread: creating one per blob is costly.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses a zstd frame of at most `capacity` bytes.
+fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        d.as_mut().expect("just set").decompress(data, capacity)
+    })
+}
+
 /// Opens, decompresses and verifies a stored blob against its entry.
 pub fn decode_blob(key: &MasterKey, e: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
     let payload =
         key.open(label::BLOB, stored).map_err(|_| Error::corrupt(format!("blob {}: authentication failed", e.id)))?;
     let plain = if e.compressed {
-        zstd::bulk::decompress(&payload, e.raw_length as usize)
+        decompress(&payload, e.raw_length as usize)
             .map_err(|err| Error::corrupt(format!("blob {}: decompression failed: {err}", e.id)))?
     } else {
         payload
