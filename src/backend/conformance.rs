@@ -93,7 +93,10 @@ pub async fn run_async(b: DynBackend) {
             Err(e) => panic!("racing write: {e}"),
         }
     }
-    assert_eq!(ok, 1, "exactly one racing writer wins");
+    // Local file systems let exactly one racing writer win; object stores (Swift)
+    // check If-None-Match before the upload completes, so several may. Either way
+    // the object must be one writer's content, whole: never torn or mixed.
+    assert!(ok >= 1, "no racing writer won");
     let got = b.read(&race, None).await.expect("read race");
     assert!(got.len() == 5000 && got.iter().all(|&x| x == got[0]), "a torn file after racing writes");
     b.remove(&race).await.expect("remove race");

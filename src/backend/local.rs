@@ -170,6 +170,22 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn racing_writers_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let wins = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let p = p.clone();
+                    s.spawn(move || super::write_atomic(&p, &vec![i; 10_000]).is_ok())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().is_ok_and(|ok| ok)).filter(|ok| *ok).count()
+        });
+        assert_eq!(wins, 1);
+    }
+
+    #[test]
     fn conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(std::sync::Arc::new(super::LocalBackend::new(dir.path().join("repo"))));

@@ -15,6 +15,8 @@ use crate::id::Id;
 pub mod conformance;
 pub mod local;
 pub mod mem;
+pub mod retry;
+pub mod swift;
 
 /// The kinds of files in a repository, each in its own folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,6 +153,11 @@ impl BackendError {
         }
     }
 
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient { .. })
+    }
+
     /// Whether the error says the file does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound(_))
@@ -191,13 +198,37 @@ pub trait Backend: Send + Sync + 'static {
 /// A shared backend.
 pub type DynBackend = Arc<dyn Backend>;
 
-/// Opens the backend for a repository location: a path, or `local:PATH`.
-pub fn open(location: &str) -> crate::Result<DynBackend> {
+/// Opens the backend for a repository location: a path, `local:PATH`, or
+/// `swift:CONTAINER[:/PREFIX]`. `options` are `-o KEY=VALUE` settings.
+pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBackend> {
+    let bad = |k: &str, v: &str| crate::Error::InvalidArgument(format!("option {k}={v:?} is not valid"));
+    let mut swift = swift::SwiftOptions::default();
+    let mut retry = retry::RetryOptions::default();
+    for (k, v) in options {
+        match k.as_str() {
+            "swift.connections" => swift.connections = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, v))?,
+            "swift.storage-policy" => swift.storage_policy = Some(v.clone()),
+            "swift.page-limit" => {
+                swift.page_limit = v.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| bad(k, v))?
+            }
+            "retry.attempts" => retry.attempts = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, v))?,
+            "retry.max-delay" => {
+                retry.max_delay = std::time::Duration::from_secs_f64(
+                    v.parse().ok().filter(|s: &f64| *s >= 0.0).ok_or_else(|| bad(k, v))?,
+                )
+            }
+            _ => return Err(crate::Error::InvalidArgument(format!("unknown option {k:?}"))),
+        }
+    }
     if let Some(rest) = location.strip_prefix("local:") {
         return Ok(Arc::new(local::LocalBackend::new(rest)));
     }
+    if let Some(spec) = location.strip_prefix("swift:") {
+        let b = swift::SwiftBackend::from_env(spec, swift)?;
+        return Ok(Arc::new(retry::RetryBackend::new(Arc::new(b), retry)));
+    }
     if let Some((scheme, _)) = location.split_once(':')
-        && matches!(scheme, "sftp" | "swift" | "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
+        && matches!(scheme, "sftp" | "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
     {
         return Err(crate::Error::InvalidArgument(format!(
             "repository location {location:?}: the {scheme} backend is not available in this version"

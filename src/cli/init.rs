@@ -45,7 +45,7 @@ pub fn run(g: &Global, out: &Output, a: InitArgs) -> Result<i32> {
     kdf.validate().map_err(|_| anyhow!("--kdf-memory must be 8..=4194304 KiB and --kdf-iterations 1..=100"))?;
     let pack_size = a.pack_size.checked_mul(1 << 20).ok_or_else(|| anyhow!("--pack-size is too large"))?;
     let opts = InitOptions { chunker, compression: config::parse_compression(&a.compression)?, pack_size, kdf };
-    let backend = cairn::backend::open(g.location()?)?;
+    let backend = cairn::backend::open(g.location()?, &g.options)?;
     let password = g.password(true)?;
     let repo = Repository::init(backend, g.rt.clone(), &password, &opts)?;
     if out.json {

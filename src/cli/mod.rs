@@ -20,7 +20,7 @@ pub use output::Output;
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Repository location: a path or local:PATH.
+    /// Repository location: a path, local:PATH or swift:CONTAINER[:/PREFIX].
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<String>,
     /// Read the password from this file (first line).
@@ -29,6 +29,10 @@ pub struct Cli {
     /// Run this shell command and use its output as the password.
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
+    /// Backend option KEY=VALUE (repeatable): swift.connections, swift.storage-policy,
+    /// swift.page-limit, retry.attempts, retry.max-delay.
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
+    options: Vec<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -65,6 +69,7 @@ enum Command {
 /// Settings every command shares.
 pub struct Global {
     repo: Option<String>,
+    options: Vec<(String, String)>,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
     rt: tokio::runtime::Handle,
@@ -120,7 +125,7 @@ impl Global {
 
     /// Opens the repository.
     fn open(&self) -> Result<Repository> {
-        let backend = cairn::backend::open(self.location()?)?;
+        let backend = cairn::backend::open(self.location()?, &self.options)?;
         let password = self.password(false)?;
         Ok(Repository::open(backend, self.rt.clone(), &password)?)
     }
@@ -139,7 +144,18 @@ fn first_line(mut s: Vec<u8>) -> Vec<u8> {
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
     let out = Output::new(cli.json, cli.quiet, cli.verbose);
-    let g = Global { repo: cli.repo, password_file: cli.password_file, password_command: cli.password_command, rt };
+    let mut options = Vec::new();
+    for o in &cli.options {
+        let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("-o {o:?}: expected KEY=VALUE"))?;
+        options.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let g = Global {
+        repo: cli.repo,
+        options,
+        password_file: cli.password_file,
+        password_command: cli.password_command,
+        rt,
+    };
     match cli.command {
         Command::Init(a) => init::run(&g, &out, a),
         Command::Backup(a) => backup::run(&g, &out, a),

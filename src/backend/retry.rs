@@ -1,0 +1,184 @@
+//! Retries transient backend errors with exponential backoff and jitter, bounded
+//! in attempts. Wraps any backend; permanent errors pass through at once.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BResult, Backend, BackendError, DynBackend, FileInfo, FileKind, Handle};
+
+/// Backoff settings (`-o retry.attempts=N`, `-o retry.max-delay=SECONDS`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryOptions {
+    /// Tries per operation, the first included.
+    pub attempts: u32,
+    /// Delay before the first retry.
+    pub base_delay: Duration,
+    /// Longest delay between tries.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions { attempts: 6, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(15) }
+    }
+}
+
+/// A backend that retries the transient failures of another.
+pub struct RetryBackend {
+    inner: DynBackend,
+    opts: RetryOptions,
+}
+
+impl RetryBackend {
+    /// Wraps `inner`.
+    pub fn new(inner: DynBackend, opts: RetryOptions) -> RetryBackend {
+        RetryBackend { inner, opts }
+    }
+
+    async fn retry<T, F, Fut>(&self, mut f: F) -> BResult<T>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = BResult<T>> + Send,
+        T: Send,
+    {
+        let mut delay = self.opts.base_delay;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < self.opts.attempts.max(1) => {
+                    // Full jitter: a random delay up to the current bound.
+                    let jitter = getrandom::u64().unwrap_or(0) % (delay.as_millis() as u64 + 1);
+                    tokio::time::sleep(Duration::from_millis(jitter.max(delay.as_millis() as u64 / 2))).await;
+                    delay = (delay * 2).min(self.opts.max_delay);
+                    attempt += 1;
+                }
+                Err(BackendError::Transient { op, name, msg }) => {
+                    return Err(BackendError::Transient {
+                        op,
+                        name,
+                        msg: format!("{msg}; gave up after {attempt} tries"),
+                    });
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RetryBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
+
+    async fn create(&self) -> BResult<()> {
+        self.retry(|| self.inner.create()).await
+    }
+
+    async fn write(&self, h: &Handle, data: Bytes) -> BResult<()> {
+        let mut first = true;
+        self.retry(|| {
+            let (data, retried) = (data.clone(), !std::mem::replace(&mut first, false));
+            async move {
+                match self.inner.write(h, data).await {
+                    // A retry after a write whose reply was lost finds the object there.
+                    Err(BackendError::AlreadyExists(_)) if retried && h.kind != FileKind::Config => Ok(()),
+                    r => r,
+                }
+            }
+        })
+        .await
+    }
+
+    async fn read(&self, h: &Handle, range: Option<Range<u64>>) -> BResult<Bytes> {
+        self.retry(|| self.inner.read(h, range.clone())).await
+    }
+
+    async fn remove(&self, h: &Handle) -> BResult<()> {
+        self.retry(|| self.inner.remove(h)).await
+    }
+
+    async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
+        self.retry(|| self.inner.list(kind)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::backend::mem::MemBackend;
+
+    /// Fails the first `fail` calls of every operation with a transient error.
+    struct Flaky {
+        inner: MemBackend,
+        fail: u32,
+        calls: AtomicU32,
+    }
+
+    impl Flaky {
+        fn trip(&self) -> BResult<()> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
+                return Err(BackendError::Transient { op: "test", name: "x".into(), msg: "503".into() });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Flaky {
+        fn location(&self) -> String {
+            "flaky:".into()
+        }
+        async fn create(&self) -> BResult<()> {
+            self.trip()
+        }
+        async fn write(&self, h: &Handle, data: Bytes) -> BResult<()> {
+            self.trip()?;
+            self.inner.write(h, data).await
+        }
+        async fn read(&self, h: &Handle, range: Option<Range<u64>>) -> BResult<Bytes> {
+            self.trip()?;
+            self.inner.read(h, range).await
+        }
+        async fn remove(&self, h: &Handle) -> BResult<()> {
+            self.trip()?;
+            self.inner.remove(h).await
+        }
+        async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
+            self.trip()?;
+            self.inner.list(kind).await
+        }
+    }
+
+    #[test]
+    fn retries_transient_errors_within_the_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let opts =
+            RetryOptions { attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(4) };
+        let h = Handle::config();
+        // Two failures, three tries: succeeds.
+        let b =
+            RetryBackend::new(Arc::new(Flaky { inner: MemBackend::new(), fail: 2, calls: AtomicU32::new(0) }), opts);
+        rt.block_on(b.write(&h, Bytes::from_static(b"x"))).unwrap();
+        // Three failures, three tries: gives up with a clear message.
+        let b =
+            RetryBackend::new(Arc::new(Flaky { inner: MemBackend::new(), fail: 3, calls: AtomicU32::new(0) }), opts);
+        let e = rt.block_on(b.read(&h, None)).unwrap_err().to_string();
+        assert!(e.contains("gave up after 3 tries"), "{e}");
+        // Permanent errors are not retried.
+        let flaky = Arc::new(Flaky { inner: MemBackend::new(), fail: 0, calls: AtomicU32::new(0) });
+        let b = RetryBackend::new(flaky.clone(), opts);
+        assert!(rt.block_on(b.read(&h, None)).unwrap_err().is_not_found());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+    }
+}
