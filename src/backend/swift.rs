@@ -262,7 +262,9 @@ fn catalog_endpoint(v: &serde_json::Value, region: Option<&str>, interface: &str
         .find(|s| s["type"] == "object-store")
         .ok_or("the service catalog has no object-store (Swift) endpoint")?;
     let eps = store["endpoints"].as_array().ok_or("the object-store entry has no endpoints")?;
-    let regions: Vec<&str> = eps.iter().filter_map(|e| e["region_id"].as_str().or(e["region"].as_str())).collect();
+    let mut regions: Vec<&str> = eps.iter().filter_map(|e| e["region_id"].as_str().or(e["region"].as_str())).collect();
+    regions.sort_unstable();
+    regions.dedup();
     eps.iter()
         .find(|e| {
             e["interface"] == interface
@@ -529,7 +531,7 @@ mod tests {
         assert_eq!(catalog_endpoint(&v, Some("A"), "internal").unwrap(), "http://a-int/v1/KEY_p");
         assert_eq!(catalog_endpoint(&v, None, "public").unwrap(), "http://a/v1/KEY_p");
         let e = catalog_endpoint(&v, Some("C"), "public").unwrap_err();
-        assert!(e.contains("region \"C\"") && e.contains("A, A, B"), "{e}");
+        assert!(e.contains("region \"C\"") && e.contains("(regions: A, B)"), "{e}");
         assert!(catalog_endpoint(&json!({"token": {"catalog": []}}), None, "public").is_err());
         assert_eq!(encode("a b/c%"), "a%20b/c%25");
     }
