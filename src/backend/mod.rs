@@ -213,9 +213,11 @@ pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBa
             }
             "retry.attempts" => retry.attempts = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, v))?,
             "retry.max-delay" => {
-                retry.max_delay = std::time::Duration::from_secs_f64(
-                    v.parse().ok().filter(|s: &f64| *s >= 0.0).ok_or_else(|| bad(k, v))?,
-                )
+                let secs: f64 = v.parse().map_err(|_| bad(k, v))?;
+                retry.max_delay = std::time::Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| *d <= std::time::Duration::from_secs(3600))
+                    .ok_or_else(|| bad(k, v))?;
             }
             _ => return Err(crate::Error::InvalidArgument(format!("unknown option {k:?}"))),
         }

@@ -16,7 +16,8 @@ pub struct RetryOptions {
     pub attempts: u32,
     /// Delay before the first retry.
     pub base_delay: Duration,
-    /// Longest delay between tries.
+    /// Upper bound of the delay between tries (each delay is at least half of
+    /// the current bound, which doubles from `base_delay`).
     pub max_delay: Duration,
 }
 
@@ -49,7 +50,7 @@ impl RetryBackend {
         loop {
             match f().await {
                 Err(e) if e.is_transient() && attempt < self.opts.attempts.max(1) => {
-                    // Full jitter: a random delay up to the current bound.
+                    // Jitter: a random delay between half the current bound and the bound.
                     let jitter = getrandom::u64().unwrap_or(0) % (delay.as_millis() as u64 + 1);
                     tokio::time::sleep(Duration::from_millis(jitter.max(delay.as_millis() as u64 / 2))).await;
                     delay = (delay * 2).min(self.opts.max_delay);

@@ -108,6 +108,10 @@ fn transport(op: &'static str, name: &str, e: &reqwest::Error) -> BackendError {
 fn status_error(op: &'static str, name: &str, status: StatusCode, body: &str) -> BackendError {
     let detail = body.trim().chars().take(200).collect::<String>();
     let msg = if detail.is_empty() { status.to_string() } else { format!("{status}: {detail}") };
+    if op == "authenticate" && status == StatusCode::NOT_FOUND {
+        // Not a missing repository: the auth URL itself is wrong.
+        return permanent(op, name, format!("{msg} (check the auth URL)"));
+    }
     match status.as_u16() {
         404 => BackendError::NotFound(name.to_string()),
         413 => permanent(op, name, format!("quota exceeded ({msg})")),
