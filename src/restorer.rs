@@ -376,7 +376,9 @@ pub fn restore(
     let next = AtomicUsize::new(0);
     let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 2).clamp(2, 8);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Enough readers to keep the CPUs and the backend (network round trips) busy.
+    let workers = (cores * 2).max(repo.backend().concurrency()).clamp(2, 16);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
