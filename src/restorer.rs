@@ -246,7 +246,6 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<RestoreSummary> {
     let index = repo.index()?;
-    let root_tree = repo.load_tree(&snapshot.tree)?;
 
     // Find the starting point inside the snapshot.
     let mut plan = Plan {
@@ -256,26 +255,13 @@ pub fn restore(
         items: Vec::new(),
     };
     let sub = opts.subpath.as_deref().unwrap_or("/");
-    let comps: Vec<&str> = sub.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-    let mut tree = root_tree;
-    let mut snap_path = PathBuf::from("/");
-    for (i, c) in comps.iter().enumerate() {
-        let node = tree
-            .find(c.as_bytes())
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("{sub:?} is not in the snapshot")))?;
-        snap_path.push(c);
-        if i == comps.len() - 1 && node.node_type != NodeType::Dir {
-            // A single file (or link): restore it under its own name.
-            let dest = opts.target.join(node.os_name());
-            plan.add(node, snap_path.clone(), dest, false)?;
-            tree = Tree::default();
-            break;
-        }
-        if node.node_type != NodeType::Dir {
-            return Err(Error::NotFound(format!("{sub:?}: {c} is not a directory")));
-        }
-        tree = repo.load_tree(&node.subtree.ok_or_else(|| Error::corrupt("directory without a tree"))?)?;
+    let (start, tree) = crate::browse::lookup(repo, &snapshot.tree, sub)?;
+    let snap_path: PathBuf =
+        std::iter::once("/").chain(sub.split('/').filter(|c| !c.is_empty() && *c != ".")).collect();
+    if let Some(node) = start.filter(|n| n.node_type != NodeType::Dir) {
+        // A single file (or link): restore it under its own name.
+        let dest = opts.target.join(node.os_name());
+        plan.add(node, snap_path.clone(), dest, false)?;
     }
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     for child in tree.entries {
