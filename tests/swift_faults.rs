@@ -22,6 +22,8 @@ struct Faults {
     /// Inject the periodic faults.
     flaky: AtomicBool,
     injected: AtomicU64,
+    /// This many requests get 429 with `Retry-After: 2`.
+    throttled: AtomicU64,
 }
 
 async fn read_request(c: &mut TcpStream) -> Option<Vec<u8>> {
@@ -71,6 +73,11 @@ async fn handle(mut c: TcpStream, upstream: u16, me: u16, f: Arc<Faults>) {
     let reply = |status: &str| format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     if f.down.load(Ordering::SeqCst) {
         let _ = c.write_all(reply("503 Service Unavailable").as_bytes()).await;
+        return;
+    }
+    if f.throttled.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1)).is_ok() {
+        let r = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = c.write_all(r.as_bytes()).await;
         return;
     }
     if f.flaky.load(Ordering::SeqCst) {
@@ -143,6 +150,7 @@ fn swift_backup_survives_injected_faults_and_fails_cleanly_when_they_persist() {
         down: AtomicBool::new(false),
         flaky: AtomicBool::new(false),
         injected: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
     });
     let port = start_proxy(&rt, upstream, Arc::clone(&faults));
     let proxied_auth = auth.replace(&format!(":{upstream}/"), &format!(":{port}/"));
@@ -174,6 +182,14 @@ fn swift_backup_survives_injected_faults_and_fails_cleanly_when_they_persist() {
     faults.flaky.store(false, Ordering::SeqCst);
     assert!(faults.injected.load(Ordering::SeqCst) >= 5, "too few faults were injected to mean anything");
     run(&["check", "--read-data"]).ok();
+
+    // 429 with Retry-After: the retry waits as long as asked (the backoff alone
+    // would wait at most 0.5 s), bounded by retry.max-delay.
+    faults.throttled.store(1, Ordering::SeqCst);
+    let start = Instant::now();
+    run(&["-o", "retry.max-delay=5", "snapshots"]).ok();
+    assert!(start.elapsed() >= Duration::from_secs(2), "Retry-After was not honoured: {:?}", start.elapsed());
+    assert_eq!(faults.throttled.load(Ordering::SeqCst), 0);
 
     // Faults that never stop: a clear error within the retry bound.
     write(src.join("new.txt"), "only in the failed backup\n");

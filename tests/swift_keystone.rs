@@ -6,6 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -47,6 +50,10 @@ fn as_ref<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 
 /// Runs cairn with exactly the given OpenStack variables.
 fn cairn_with(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Run {
+    cairn_cmd(env, vars, args).run()
+}
+
+fn cairn_cmd(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> CairnCmd {
     let mut cmd = env.cmd(args);
     for v in CLEARED {
         cmd = cmd.env_remove(v);
@@ -54,7 +61,7 @@ fn cairn_with(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Run {
     for (k, v) in vars {
         cmd = cmd.env(k, v);
     }
-    cmd.run()
+    cmd
 }
 
 fn password_vars(ks: &HashMap<String, String>) -> Vec<(&'static str, String)> {
@@ -202,4 +209,130 @@ fn keystone_application_credential_and_premade_token() {
     let r = cairn_with(&env, &bad, &["-r", &repo, "snapshots"]);
     r.expect_code(1);
     assert!(!r.stderr.contains("nope-nope"));
+}
+
+/// A loopback TCP relay in front of Keystone that records every token Keystone
+/// hands out (the `X-Subject-Token` reply header). Returns the relay's port.
+fn token_spy(rt: &tokio::runtime::Runtime, upstream: u16, seen: Arc<Mutex<Vec<String>>>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    rt.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let mut reply = Vec::new();
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    reply.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&reply).to_string();
+                    let tokens: Vec<String> = text
+                        .lines()
+                        .filter_map(|l| l.split_once(':'))
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("x-subject-token"))
+                        .map(|(_, v)| v.trim().to_string())
+                        .collect();
+                    let mut seen = seen.lock().unwrap();
+                    for t in tokens {
+                        if !seen.contains(&t) {
+                            seen.push(t);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn keystone_token_revoked_mid_backup_is_renewed() {
+    let ks = keystone_env();
+    let env = TestEnv::new();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let auth_url = ks["OS_AUTH_URL"].clone();
+    let upstream: u16 =
+        auth_url.split(':').nth(2).and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let spy = token_spy(&rt, upstream, Arc::clone(&seen));
+    let spied_url = auth_url.replace(&format!(":{upstream}/"), &format!(":{spy}/"));
+    let mut vars = password_vars(&ks);
+    vars.retain(|(k, _)| *k != "OS_AUTH_URL");
+    vars.push(("OS_AUTH_URL", spied_url));
+    let vars = as_ref(&vars);
+    let container = unique_container("revoke");
+    let repo = format!("swift:{container}");
+    let run = |args: &[&str]| {
+        let mut full = vec!["-r", repo.as_str()];
+        full.extend_from_slice(args);
+        cairn_with(&env, &vars, &full)
+    };
+    run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1", "--chunk-size", "64K,256K,1M", "--pack-size", "1"])
+        .ok();
+
+    // A backup from a pipe that the test feeds: half the data, then the token is
+    // revoked through Keystone's API, then the rest.
+    let data = Rng::new(21).bytes(12 << 20);
+    let mut child = cairn_cmd(&env, &vars, &["-r", &repo, "backup", "--stdin", "--stdin-filename", "data.bin"]).spawn();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&data[..6 << 20]).unwrap();
+    stdin.flush().unwrap();
+
+    // Wait until the backup holds a token and has stored packs with it.
+    let (admin_token, _) = demo_token(&ks);
+    let storage = ks["CAIRN_SWIFT_KS_STORAGE_URL"].clone();
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let packs = |token: &str| -> usize {
+        rt.block_on(async {
+            let r = client
+                .get(format!("{storage}/{container}?format=json&prefix=data/"))
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Vec<serde_json::Value>>().await.map(|v| v.len()).unwrap_or(0)
+        })
+    };
+    while packs(&admin_token) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the backup stored no packs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tokens = seen.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 2, "expected the init token and the backup's token: {}", tokens.len());
+    let backup_token = tokens[1].clone();
+
+    // Revoke it (a user may revoke their own tokens) and make sure Swift refuses it.
+    rt.block_on(async {
+        let r = client
+            .delete(format!("{auth_url}/auth/tokens"))
+            .header("X-Auth-Token", &admin_token)
+            .header("X-Subject-Token", &backup_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "revoke");
+        let r =
+            client.head(format!("{storage}/{container}")).header("X-Auth-Token", &backup_token).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "Swift still takes the revoked token");
+    });
+
+    stdin.write_all(&data[6 << 20..]).unwrap();
+    drop(stdin);
+    let r = finish(child);
+    assert_eq!(r.code, 0, "the backup did not survive the revocation:\n{}", r.stderr);
+    assert!(seen.lock().unwrap().len() >= 3, "the backup never authenticated again");
+
+    // Everything landed: the data reads back whole.
+    run(&["check", "--read-data"]).ok();
+    let target = env.path("out");
+    run(&["restore", "latest", "--target", s(&target)]).ok();
+    assert!(std::fs::read(target.join("data.bin")).unwrap() == data, "restored bytes differ");
 }

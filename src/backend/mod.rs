@@ -125,6 +125,8 @@ pub enum BackendError {
         name: String,
         /// What went wrong.
         msg: String,
+        /// How long the server asked us to wait before trying again (`Retry-After`).
+        retry_after: Option<std::time::Duration>,
     },
     /// A failure that retrying will not fix (permissions, disk full, bad config).
     #[error("{op} {name}: {msg}")]
@@ -147,7 +149,7 @@ impl BackendError {
             NotFound => BackendError::NotFound(name),
             AlreadyExists => BackendError::AlreadyExists(name),
             Interrupted | TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe | WouldBlock => {
-                BackendError::Transient { op, name, msg: e.to_string() }
+                BackendError::Transient { op, name, msg: e.to_string(), retry_after: None }
             }
             _ => BackendError::Permanent { op, name, msg: e.to_string() },
         }

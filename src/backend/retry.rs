@@ -50,17 +50,23 @@ impl RetryBackend {
         loop {
             match f().await {
                 Err(e) if e.is_transient() && attempt < self.opts.attempts.max(1) => {
-                    // Jitter: a random delay between half the current bound and the bound.
+                    // Jitter: a random delay between half the current bound and the bound,
+                    // or longer if the server asked for it (up to the bound of the options).
                     let jitter = getrandom::u64().unwrap_or(0) % (delay.as_millis() as u64 + 1);
-                    tokio::time::sleep(Duration::from_millis(jitter.max(delay.as_millis() as u64 / 2))).await;
+                    let mut wait = Duration::from_millis(jitter.max(delay.as_millis() as u64 / 2));
+                    if let BackendError::Transient { retry_after: Some(asked), .. } = e {
+                        wait = wait.max(asked.min(self.opts.max_delay));
+                    }
+                    tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(self.opts.max_delay);
                     attempt += 1;
                 }
-                Err(BackendError::Transient { op, name, msg }) => {
+                Err(BackendError::Transient { op, name, msg, retry_after }) => {
                     return Err(BackendError::Transient {
                         op,
                         name,
                         msg: format!("{msg}; gave up after {attempt} tries"),
+                        retry_after,
                     });
                 }
                 r => return r,
@@ -99,7 +105,19 @@ impl Backend for RetryBackend {
     }
 
     async fn read(&self, h: &Handle, range: Option<Range<u64>>) -> BResult<Bytes> {
-        self.retry(|| self.inner.read(h, range.clone())).await
+        // A file that was listed or indexed may not be readable yet on an eventually
+        // consistent store: a missing file is tried twice more, a missing config is not
+        // (that is how a location without a repository answers, and it must be quick).
+        let mut missing = if h.kind == FileKind::Config { 0 } else { 2 };
+        loop {
+            match self.retry(|| self.inner.read(h, range.clone())).await {
+                Err(e) if e.is_not_found() && missing > 0 => {
+                    missing -= 1;
+                    tokio::time::sleep(self.opts.base_delay).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn remove(&self, h: &Handle) -> BResult<()> {
@@ -124,12 +142,22 @@ mod tests {
         inner: MemBackend,
         fail: u32,
         calls: AtomicU32,
+        retry_after: Option<Duration>,
+    }
+
+    fn flaky(fail: u32, retry_after: Option<Duration>) -> Arc<Flaky> {
+        Arc::new(Flaky { inner: MemBackend::new(), fail, calls: AtomicU32::new(0), retry_after })
     }
 
     impl Flaky {
         fn trip(&self) -> BResult<()> {
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
-                return Err(BackendError::Transient { op: "test", name: "x".into(), msg: "503".into() });
+                return Err(BackendError::Transient {
+                    op: "test",
+                    name: "x".into(),
+                    msg: "503".into(),
+                    retry_after: self.retry_after,
+                });
             }
             Ok(())
         }
@@ -168,18 +196,40 @@ mod tests {
             RetryOptions { attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(4) };
         let h = Handle::config();
         // Two failures, three tries: succeeds.
-        let b =
-            RetryBackend::new(Arc::new(Flaky { inner: MemBackend::new(), fail: 2, calls: AtomicU32::new(0) }), opts);
+        let b = RetryBackend::new(flaky(2, None), opts);
         rt.block_on(b.write(&h, Bytes::from_static(b"x"))).unwrap();
         // Three failures, three tries: gives up with a clear message.
-        let b =
-            RetryBackend::new(Arc::new(Flaky { inner: MemBackend::new(), fail: 3, calls: AtomicU32::new(0) }), opts);
+        let b = RetryBackend::new(flaky(3, None), opts);
         let e = rt.block_on(b.read(&h, None)).unwrap_err().to_string();
         assert!(e.contains("gave up after 3 tries"), "{e}");
         // Permanent errors are not retried.
-        let flaky = Arc::new(Flaky { inner: MemBackend::new(), fail: 0, calls: AtomicU32::new(0) });
-        let b = RetryBackend::new(flaky.clone(), opts);
+        let f = flaky(0, None);
+        let b = RetryBackend::new(f.clone(), opts);
         assert!(rt.block_on(b.read(&h, None)).unwrap_err().is_not_found());
-        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+        // A listed kind that is missing may be eventual consistency: two more tries.
+        let f = flaky(0, None);
+        let b = RetryBackend::new(f.clone(), opts);
+        let pack = Handle { kind: FileKind::Pack, name: "00".repeat(32) };
+        assert!(rt.block_on(b.read(&pack, None)).unwrap_err().is_not_found());
+        assert_eq!(f.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn honours_retry_after_within_the_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let opts =
+            RetryOptions { attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(300) };
+        let h = Handle::config();
+        // The server asks for 150 ms twice: the call takes at least 300 ms.
+        let b = RetryBackend::new(flaky(2, Some(Duration::from_millis(150))), opts);
+        let t = std::time::Instant::now();
+        rt.block_on(b.write(&h, Bytes::from_static(b"x"))).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+        // An hour is capped at max-delay.
+        let b = RetryBackend::new(flaky(2, Some(Duration::from_secs(3600))), opts);
+        let t = std::time::Instant::now();
+        rt.block_on(b.write(&h, Bytes::from_static(b"x"))).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }

@@ -89,7 +89,7 @@ fn permanent(op: &'static str, name: impl Into<String>, msg: impl Into<String>) 
 }
 
 fn transient(op: &'static str, name: impl Into<String>, msg: impl Into<String>) -> BackendError {
-    BackendError::Transient { op, name: name.into(), msg: msg.into() }
+    BackendError::Transient { op, name: name.into(), msg: msg.into(), retry_after: None }
 }
 
 /// Maps a transport error (no HTTP status) for `op` on `name`.
@@ -175,10 +175,8 @@ impl SwiftBackend {
                     .send()
                     .await
                     .map_err(|e| transport("authenticate", url, &e))?;
-                let status = r.status();
-                if !status.is_success() {
-                    let body = r.text().await.unwrap_or_default();
-                    return Err(status_error("authenticate", url, status, &body));
+                if !r.status().is_success() {
+                    return Err(Self::fail("authenticate", url, r).await);
                 }
                 let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
                 let (Some(storage_url), Some(token)) = (h("X-Storage-Url"), h("X-Auth-Token")) else {
@@ -186,7 +184,7 @@ impl SwiftBackend {
                 };
                 let renew_at = h("X-Auth-Token-Expires")
                     .and_then(|s| s.parse::<u64>().ok())
-                    .map(|secs| Instant::now() + Duration::from_secs(secs.saturating_sub(60)));
+                    .map(|secs| Instant::now() + renew_after(secs as i64));
                 Ok(Session { token, storage_url: storage_url.trim_end_matches('/').into(), renew_at })
             }
             Auth::V3 { url, body, region, interface } => {
@@ -198,17 +196,11 @@ impl SwiftBackend {
                     .send()
                     .await
                     .map_err(|e| transport("authenticate", &tokens, &e))?;
-                let status = r.status();
+                if !r.status().is_success() {
+                    return Err(Self::fail("authenticate", &tokens, r).await);
+                }
                 let token = r.headers().get("X-Subject-Token").and_then(|v| v.to_str().ok()).map(str::to_string);
                 let text = r.text().await.unwrap_or_default();
-                if !status.is_success() {
-                    // Keystone's message says what is wrong ("The request you have made requires authentication.").
-                    let msg = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                        .unwrap_or(text);
-                    return Err(status_error("authenticate", &tokens, status, &msg));
-                }
                 let token =
                     token.ok_or_else(|| permanent("authenticate", &tokens, "Keystone sent no X-Subject-Token"))?;
                 let v: serde_json::Value = serde_json::from_str(&text)
@@ -219,8 +211,7 @@ impl SwiftBackend {
                     .as_str()
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| {
-                        let left = (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds() - 120;
-                        Instant::now() + Duration::from_secs(left.max(0) as u64)
+                        Instant::now() + renew_after((t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds())
                     });
                 Ok(Session { token, storage_url: storage_url.trim_end_matches('/').into(), renew_at })
             }
@@ -253,9 +244,38 @@ impl SwiftBackend {
 
     async fn fail(op: &'static str, name: &str, r: reqwest::Response) -> BackendError {
         let status = r.status();
-        let body = r.text().await.unwrap_or_default();
-        status_error(op, name, status, &body)
+        let asked = r.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+        let mut body = r.text().await.unwrap_or_default();
+        // Keystone's message says what is wrong ("The request you have made requires authentication.").
+        if let Some(m) = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        {
+            body = m;
+        }
+        match status_error(op, name, status, &body) {
+            BackendError::Transient { op, name, msg, .. } => {
+                BackendError::Transient { op, name, msg, retry_after: asked }
+            }
+            e => e,
+        }
     }
+}
+
+/// When to renew a token that expires in `life` seconds: two minutes before, or
+/// after three quarters of its life if it is short.
+fn renew_after(life: i64) -> Duration {
+    let life = life.max(0) as u64;
+    Duration::from_secs(life - (life / 4).min(120))
+}
+
+/// Parses a `Retry-After` value: delay seconds or an HTTP date.
+fn retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    Some((at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default())
 }
 
 /// Finds the object-store endpoint in a Keystone v3 token's catalog.
@@ -538,5 +558,11 @@ mod tests {
         assert!(e.contains("region \"C\"") && e.contains("(regions: A, B)"), "{e}");
         assert!(catalog_endpoint(&json!({"token": {"catalog": []}}), None, "public").is_err());
         assert_eq!(encode("a b/c%"), "a%20b/c%25");
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon"), None);
+        assert_eq!(renew_after(3600), Duration::from_secs(3480));
+        assert_eq!(renew_after(20), Duration::from_secs(15));
+        assert_eq!(renew_after(-5), Duration::ZERO);
     }
 }

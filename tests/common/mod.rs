@@ -104,6 +104,13 @@ impl CairnCmd {
         self
     }
 
+    /// Starts the command with piped standard input, output and error, for tests
+    /// that feed it while it runs; collect it with [`finish`].
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.cmd.spawn().expect("cannot start cairn")
+    }
+
     /// Runs the command and collects its output. Every run must end without a panic.
     #[track_caller]
     pub fn run(mut self) -> Run {
@@ -137,6 +144,22 @@ impl CairnCmd {
         assert!(r.code >= 0, "cairn {} was killed by a signal:\n{}", self.args_text, r.stderr);
         r
     }
+}
+
+/// Waits for a child started by [`CairnCmd::spawn`] and checks, as [`CairnCmd::run`]
+/// does, that it ended without a panic or a signal.
+#[track_caller]
+pub fn finish(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("cannot wait for cairn");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        raw_stdout: out.stdout,
+    };
+    assert!(!r.stderr.contains("panicked"), "cairn panicked:\n{}", r.stderr);
+    assert!(r.code >= 0, "cairn was killed by a signal:\n{}", r.stderr);
+    r
 }
 
 /// A test's private world: a temporary directory with a repository path inside.
