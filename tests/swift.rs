@@ -41,11 +41,8 @@ fn swift_end_to_end_backup_restore_check() {
     require_swift();
     let env = TestEnv::new();
     let src = env.path("src");
-    write(src.join("a/one.txt"), "one\n");
-    write(src.join("a/b/two.bin"), Rng::new(7).bytes(3 << 20));
-    write(src.join("empty"), "");
-    std::os::unix::fs::symlink("a/one.txt", src.join("link")).unwrap();
-    set_mtime(&src.join("a/one.txt"), 631_152_000, 123_456_789);
+    // Every kind of file, name, mode, time and attribute, including a 1 GiB sparse file.
+    common::fidelity::build_fidelity_tree(&src);
     let repo = format!("swift:{}:/repo", unique_container("e2e"));
     let run = |args: &[&str]| {
         let mut full = vec!["-r", repo.as_str()];
@@ -60,7 +57,10 @@ fn swift_end_to_end_backup_restore_check() {
     assert_eq!(second.json()["files_read"], 0, "the unchanged re-backup over Swift read files");
     let target = env.path("restore");
     run(&["restore", "latest", "--target", s(&target), "--verify"]).ok();
-    assert_same_tree(&src, &restored_path(&target, &src));
+    let back = restored_path(&target, &src);
+    assert_same_tree(&src, &back);
+    let sparse = std::fs::metadata(back.join("sparse.img")).unwrap();
+    assert!(std::os::unix::fs::MetadataExt::blocks(&sparse) * 512 < 64 << 20, "the sparse file came back dense");
     run(&["check", "--read-data"]).ok();
     // The data folder holds more objects than one listing page.
     let many = run(&["-o", "swift.page-limit=2", "check"]);

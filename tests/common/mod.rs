@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod fidelity;
+
 /// The password every test repository uses.
 pub const PASSWORD: &str = "correct horse battery staple";
 
