@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod local;
 pub mod mem;
 pub mod retry;
+pub mod sftp;
 pub mod swift;
 
 /// The kinds of files in a repository, each in its own folder.
@@ -200,18 +201,32 @@ pub trait Backend: Send + Sync + 'static {
 /// A shared backend.
 pub type DynBackend = Arc<dyn Backend>;
 
-/// Opens the backend for a repository location: a path, `local:PATH`, or
-/// `swift:CONTAINER[:/PREFIX]`. `options` are `-o KEY=VALUE` settings.
+/// Opens the backend for a repository location: a path, `local:PATH`,
+/// `swift:CONTAINER[:/PREFIX]`, `sftp:[USER@]HOST:PATH` or
+/// `sftp://[USER@]HOST[:PORT]/PATH`. `options` are `-o KEY=VALUE` settings.
 pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBackend> {
     let bad = |k: &str, v: &str| crate::Error::InvalidArgument(format!("option {k}={v:?} is not valid"));
     let mut swift = swift::SwiftOptions::default();
     let mut retry = retry::RetryOptions::default();
+    let mut sftp = sftp::SftpOptions::default();
     for (k, v) in options {
         match k.as_str() {
             "swift.connections" => swift.connections = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, v))?,
             "swift.storage-policy" => swift.storage_policy = Some(v.clone()),
             "swift.page-limit" => {
                 swift.page_limit = v.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or_else(|| bad(k, v))?
+            }
+            "sftp.command" => sftp.command = Some(v.clone()),
+            "sftp.args" => sftp.args = Some(v.clone()),
+            "sftp.connections" => {
+                sftp.connections = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad(k, v))?
+            }
+            "sftp.timeout" => {
+                let secs: f64 = v.parse().map_err(|_| bad(k, v))?;
+                sftp.timeout = std::time::Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= std::time::Duration::from_secs(86_400))
+                    .ok_or_else(|| bad(k, v))?;
             }
             "retry.attempts" => retry.attempts = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| bad(k, v))?,
             "retry.max-delay" => {
@@ -231,8 +246,12 @@ pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBa
         let b = swift::SwiftBackend::from_env(spec, swift)?;
         return Ok(Arc::new(retry::RetryBackend::new(Arc::new(b), retry)));
     }
+    if let Some(spec) = location.strip_prefix("sftp:") {
+        let b = sftp::SftpBackend::new(spec, sftp)?;
+        return Ok(Arc::new(retry::RetryBackend::new(Arc::new(b), retry)));
+    }
     if let Some((scheme, _)) = location.split_once(':')
-        && matches!(scheme, "sftp" | "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
+        && matches!(scheme, "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
     {
         return Err(crate::Error::InvalidArgument(format!(
             "repository location {location:?}: the {scheme} backend is not available in this version"

@@ -56,6 +56,33 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     index: Mutex<Option<Arc<Index>>>,
+    tree_packs: Mutex<TreePacks>,
+}
+
+/// Whole tree packs kept after a tree was first read from them, so that walking a
+/// snapshot costs one request per tree pack, not one per directory (what matters on
+/// a remote backend). Packs are immutable, so entries never go stale; the oldest
+/// are dropped beyond [`TreePacks::LIMIT`] bytes.
+#[derive(Default)]
+struct TreePacks {
+    packs: std::collections::HashMap<Id, Bytes>,
+    order: std::collections::VecDeque<Id>,
+    bytes: usize,
+}
+
+impl TreePacks {
+    const LIMIT: usize = 32 << 20;
+
+    fn insert(&mut self, id: Id, data: Bytes) {
+        self.bytes += data.len();
+        if self.packs.insert(id, data).is_none() {
+            self.order.push_back(id);
+        }
+        while self.bytes > Self::LIMIT {
+            let Some(old) = self.order.pop_front() else { break };
+            self.bytes -= self.packs.remove(&old).map_or(0, |d| d.len());
+        }
+    }
 }
 
 fn label_for(kind: FileKind) -> &'static [u8] {
@@ -100,7 +127,7 @@ impl Repository {
         }
         rt.block_on(backend.create())?;
         let key = MasterKey::random()?;
-        let repo = Repository { backend, rt, key, config, index: Mutex::new(None) };
+        let repo = Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default() };
         repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
         let body = repo.seal_body(FileKind::Config, &serde_json::to_vec(&repo.config).expect("config serializes"));
@@ -151,7 +178,7 @@ impl Repository {
             open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         config.validate()?;
-        Ok(Repository { backend, rt, key, config, index: Mutex::new(None) })
+        Ok(Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default() })
     }
 
     /// Wraps the master key under another password; returns the new key file's ID.
@@ -334,12 +361,32 @@ impl Repository {
         Ok(self.block_on(self.backend.read(&h, Some(range)))?)
     }
 
+    /// The stored bytes of a tree blob, from the tree pack cache (reading the whole
+    /// pack on a miss).
+    fn tree_pack_range(&self, pack: &Id, e: &BlobEntry) -> Result<Bytes> {
+        let cached = self.tree_packs.lock().expect("poisoned").packs.get(pack).cloned();
+        let data = match cached {
+            Some(d) => d,
+            None => {
+                let d = self.block_on(self.backend.read(&Handle::id(FileKind::Pack, pack), None))?;
+                self.tree_packs.lock().expect("poisoned").insert(*pack, d.clone());
+                d
+            }
+        };
+        let range = e.offset as usize..e.offset as usize + e.length as usize;
+        data.get(range).map(|b| data.slice_ref(b)).ok_or_else(|| Error::corrupt(format!("pack {pack} is truncated")))
+    }
+
     /// Reads, decrypts, decompresses and verifies a blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let idx = self.index()?;
         let loc = idx.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} is not in the index")))?;
-        let pack = idx.packs()[loc.pack as usize].0;
-        let stored = self.read_stored(&pack, &loc.entry)?;
+        let (pack, pack_size) = idx.packs()[loc.pack as usize];
+        let stored = if loc.entry.blob_type == pack::BlobType::Tree && pack_size <= (TreePacks::LIMIT / 2) as u64 {
+            self.tree_pack_range(&pack, &loc.entry)?
+        } else {
+            self.read_stored(&pack, &loc.entry)?
+        };
         pack::decode_blob(&self.key, &loc.entry, &stored).map_err(|e| Error::corrupt(format!("pack {pack}: {e}")))
     }
 
