@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -167,7 +167,6 @@ pub struct SftpBackend {
     argv: Vec<String>,
     opts: SftpOptions,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
-    next: AtomicUsize,
     /// Whether any connection ever succeeded: until then, connection failures are
     /// final (a wrong host or key should fail at once, not after retries).
     connected: AtomicBool,
@@ -222,7 +221,6 @@ impl SftpBackend {
             argv,
             opts: SftpOptions { connections: n, ..opts },
             slots: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
             connected: AtomicBool::new(false),
             ssh_log: Arc::new(Mutex::new(VecDeque::new())),
         })
@@ -310,19 +308,50 @@ impl SftpBackend {
         if fatal { permanent("connect", self.location(), msg) } else { transient("connect", self.location(), msg) }
     }
 
-    /// A live connection, connecting (or reconnecting) if needed.
+    /// A live connection: the least busy one, or a new one while every live
+    /// connection has a request in flight and a slot is free (so a command that
+    /// does one thing at a time opens one connection, and a busy one up to
+    /// `sftp.connections`). Dead connections are replaced.
     async fn conn(&self) -> BResult<Arc<Conn>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
-        if let Some(c) = slot.as_ref()
-            && !c.dead.load(Ordering::SeqCst)
-        {
-            return Ok(Arc::clone(c));
+        loop {
+            let (mut best, mut free, mut connecting) = (None::<Arc<Conn>>, None, None);
+            for (i, slot) in self.slots.iter().enumerate() {
+                let Ok(g) = slot.try_lock() else {
+                    connecting.get_or_insert(i);
+                    continue;
+                };
+                match g.as_ref() {
+                    Some(c) if !c.dead.load(Ordering::SeqCst) => {
+                        // Held by the slot and by each request in flight.
+                        if best.as_ref().is_none_or(|b| Arc::strong_count(c) < Arc::strong_count(b)) {
+                            best = Some(Arc::clone(c));
+                        }
+                    }
+                    _ => {
+                        free.get_or_insert(i);
+                    }
+                }
+            }
+            // `best` counts the slot, our clone and the requests in flight.
+            let idle = best.as_ref().is_some_and(|b| Arc::strong_count(b) <= 2);
+            if let Some(b) = best
+                && (idle || free.is_none())
+            {
+                return Ok(b);
+            }
+            let Some(i) = free.or(connecting) else { continue };
+            let mut slot = self.slots[i].lock().await;
+            if let Some(c) = slot.as_ref()
+                && !c.dead.load(Ordering::SeqCst)
+            {
+                // Connected by someone else meanwhile.
+                return Ok(Arc::clone(c));
+            }
+            *slot = None;
+            let c = Arc::new(self.connect().await?);
+            *slot = Some(Arc::clone(&c));
+            return Ok(c);
         }
-        *slot = None;
-        let c = Arc::new(self.connect().await?);
-        *slot = Some(Arc::clone(&c));
-        Ok(c)
     }
 
     /// Runs `f` on a connection with the request timeout; maps its error for `op`
@@ -541,7 +570,7 @@ impl Backend for SftpBackend {
     }
 
     fn concurrency(&self) -> usize {
-        self.opts.connections * 2
+        self.opts.connections
     }
 
     async fn create(&self) -> BResult<()> {
