@@ -173,3 +173,25 @@ fn sftp_url_form_and_bad_connections_fail_clearly() {
     r.expect_code(1);
     assert!(r.stderr.contains("expected sftp:"), "{}", r.stderr);
 }
+
+#[test]
+fn sftp_lists_a_folder_of_100_000_files() {
+    use cairn::backend::{Backend, FileKind};
+    let srv = server();
+    let dir = srv.unique("many");
+    // The server is this machine: make the files directly, then list them over SFTP.
+    let snaps = dir.join("snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    for i in 0..100_000u64 {
+        let name = cairn::id::Id::hash(&i.to_le_bytes()).to_hex();
+        std::fs::File::create(snaps.join(name)).unwrap();
+    }
+    std::fs::File::create(snaps.join(".tmp-0123456789abcdef")).unwrap();
+    let spec = format!("//{}@127.0.0.1:{}/{}", srv.user, srv.port, dir.display());
+    let opts = SftpOptions { args: Some(srv.args(&srv.key, &srv.known_hosts)), ..SftpOptions::default() };
+    let b = SftpBackend::new(&spec, opts).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let files = rt.block_on(b.list(FileKind::Snapshot)).unwrap();
+    assert_eq!(files.len(), 100_000, "a temporary file was listed, or files were missed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

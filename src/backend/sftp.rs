@@ -576,26 +576,55 @@ impl Backend for SftpBackend {
     async fn create(&self) -> BResult<()> {
         let root = PathBuf::from(&self.target.path);
         let name = self.target.path.clone();
-        self.run("create", &name, |sftp| async move {
-            mkdir_all(&sftp, &root).await?;
-            let paths: Vec<PathBuf> = super::layout_dirs().iter().map(|d| root.join(d)).collect();
-            let made: Vec<Result<(), SftpError>> = futures_util::stream::iter(paths.into_iter().map(|p| {
-                let sftp = Arc::clone(&sftp);
-                async move { mkdir_all(&sftp, &p).await }
-            }))
-            .buffer_unordered(32)
-            .collect()
+        let r = self
+            .run("create", &name, |sftp| async move {
+                mkdir_all(&sftp, &root).await?;
+                let paths: Vec<PathBuf> = super::layout_dirs().iter().map(|d| root.join(d)).collect();
+                let made: Vec<Result<(), SftpError>> = futures_util::stream::iter(paths.into_iter().map(|p| {
+                    let sftp = Arc::clone(&sftp);
+                    async move { mkdir_all(&sftp, &p).await }
+                }))
+                .buffer_unordered(32)
+                .collect()
+                .await;
+                made.into_iter().collect()
+            })
             .await;
-            made.into_iter().collect()
-        })
-        .await
+        match r {
+            Err(BackendError::NotFound(n)) => Err(permanent("create", n, "cannot create the folder there")),
+            r => r,
+        }
     }
 
     async fn write(&self, h: &Handle, data: Bytes) -> BResult<()> {
         let (name, path) = (h.path(), self.full(&h.path()));
-        match self.run("write", &name, |sftp| write_file(sftp, path, data)).await? {
-            Written::Stored => Ok(()),
-            Written::Exists => Err(BackendError::AlreadyExists(name)),
+        let need = data.len() as u64;
+        match self.run("write", &name, |sftp| write_file(sftp, path, data)).await {
+            Ok(Written::Stored) => Ok(()),
+            Ok(Written::Exists) => Err(BackendError::AlreadyExists(name)),
+            // OpenSSH reports ENOSPC (like most errors) as a plain failure: ask the
+            // file system how much room is left.
+            Err(BackendError::Permanent { msg, .. }) if msg.starts_with("Failure") => {
+                let root = PathBuf::from(&self.target.path);
+                let free = self
+                    .run("write", &name, |sftp| async move {
+                        if !sftp.support_statvfs() {
+                            return Ok(None);
+                        }
+                        let v = sftp.fs().statvfs(&root).await?;
+                        Ok(Some(v.bavail.saturating_mul(v.frsize)))
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                Err(match free {
+                    Some(f) if f < need.saturating_add(1 << 20) => {
+                        permanent("write", name, format!("the server's disk is full ({f} bytes free)"))
+                    }
+                    _ => permanent("write", name, format!("the server refused the write ({msg})")),
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 
