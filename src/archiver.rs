@@ -653,6 +653,7 @@ pub fn backup(
         excludes: opts.excludes.clone(),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary,
+        original: None,
     };
     let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
     Ok(BackupResult { id, snapshot })

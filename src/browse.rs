@@ -139,3 +139,24 @@ pub fn stats(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<Stats> {
     }
     Ok(st)
 }
+
+/// Calls `f` with the path and node of every entry below the tree `tree`, depth
+/// first in name order, each directory before its contents; a path is `base`
+/// joined with the names on the way. Stops at the first error, whether from `f`
+/// (which can end the walk early that way) or from loading a tree.
+pub fn walk_subtree(
+    repo: &Repository,
+    tree: &Id,
+    base: &Path,
+    f: &mut dyn FnMut(&Path, &Node) -> Result<()>,
+) -> Result<()> {
+    let tree = repo.load_tree(tree)?;
+    for n in &tree.entries {
+        let p = base.join(n.os_name());
+        f(&p, n)?;
+        if let (NodeType::Dir, Some(id)) = (n.node_type, n.subtree) {
+            walk_subtree(repo, &id, &p, f)?;
+        }
+    }
+    Ok(())
+}

@@ -126,8 +126,10 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
         repo.block_on(repo.backend().list(FileKind::Pack))?.into_iter().map(|f| (f.name, f.size)).collect();
     let mut readable = Vec::new();
     let indexed: HashSet<String> = index.packs().iter().map(|(id, _)| id.to_hex()).collect();
-    for (id, size) in index.packs() {
+    for (no, (id, size)) in index.packs().iter().enumerate() {
         match listed.get(&id.to_hex()) {
+            // Marked by prune: it may be deleted at any time.
+            None if index.pack_is_pending(no) => {}
             None => found.error(format!("pack {id} is in the index but missing from the repository")),
             Some(s) if s != size => {
                 found.error(format!("pack {id} has size {s}, the index says {size} (truncated or damaged)"))
@@ -149,9 +151,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
             if !seen_trees.insert(tid) {
                 continue;
             }
-            if !index.contains(&tid) {
+            if index.get(&tid).is_none() {
                 found.error(format!("snapshot {}: tree {tid} for {path} is missing from the index", sid.short()));
                 continue;
+            }
+            if index.is_pending(&tid) {
+                found.warning(format!(
+                    "snapshot {}: tree {tid} for {path} is in a pack pending deletion (the next prune keeps it)",
+                    sid.short()
+                ));
             }
             let tree = match repo.load_tree(&tid) {
                 Ok(t) => t,
@@ -170,9 +178,15 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
                     NodeType::Dir => stack.push((n.subtree.unwrap_or_default(), child)),
                     NodeType::File => {
                         for b in n.content.as_deref().unwrap_or_default() {
-                            if !index.contains(b) {
+                            if index.get(b).is_none() {
                                 found.error(format!(
                                     "snapshot {}: {child}: blob {b} is missing from the index",
+                                    sid.short()
+                                ));
+                            } else if index.is_pending(b) {
+                                found.warning(format!(
+                                    "snapshot {}: {child}: blob {b} is in a pack pending deletion (the next prune \
+                                     keeps it)",
                                     sid.short()
                                 ));
                             }

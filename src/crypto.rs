@@ -69,6 +69,19 @@ impl MasterKey {
         Ok(k)
     }
 
+    /// This key set with the content-addressing secrets (ID key and chunker seed)
+    /// of `other`: a repository made with it cuts files at the same places and
+    /// names chunks with the same IDs as `other`'s, so `copy` between them moves
+    /// blobs without re-chunking. The encryption key stays this one's.
+    pub fn with_content_keys_of(&self, other: &MasterKey) -> MasterKey {
+        MasterKey { enc: self.enc, id: other.id, chunker_seed: other.chunker_seed }
+    }
+
+    /// Whether `other` names and cuts content as this key set does.
+    pub fn same_content_keys(&self, other: &MasterKey) -> bool {
+        self.id == other.id && self.chunker_seed == other.chunker_seed
+    }
+
     /// The secret seed of the content-defined chunker.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
@@ -87,6 +100,12 @@ impl MasterKey {
     /// Decrypts and authenticates the output of [`MasterKey::seal`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         open_with(&self.enc, aad, sealed)
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
     }
 }
 

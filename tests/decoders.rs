@@ -4,7 +4,7 @@
 
 use cairn::Id;
 use cairn::crypto::{KdfParams, MasterKey};
-use cairn::repo::index::{IndexFile, IndexPack};
+use cairn::repo::index::{IndexFile, IndexPack, PendingPack};
 use cairn::repo::keyfile::KeyFile;
 use cairn::repo::pack::{self, BlobEntry, BlobType, PackWriter};
 use cairn::repo::snapshot::Snapshot;
@@ -68,6 +68,10 @@ fn index_decoder_survives_mutations() {
     let f = IndexFile {
         supersedes: vec![Id::hash(b"s")],
         packs: vec![IndexPack { id: Id::hash(b"p"), size: 10_000, blobs: (0..20).map(entry).collect() }],
+        pending: vec![PendingPack {
+            pack: IndexPack { id: Id::hash(b"q"), size: 5_000, blobs: (0..5).map(entry).collect() },
+            marked_at: 1_800_000_000,
+        }],
     };
     let valid = f.encode();
     assert_eq!(IndexFile::decode(&valid).unwrap(), f);

@@ -22,9 +22,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use openssh_sftp_client::error::SftpErrorKind;
-use openssh_sftp_client::file::TokioCompatFile;
 use openssh_sftp_client::{Error as SftpError, Sftp, SftpOptions as ClientOptions};
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncSeekExt};
 
 use super::{BResult, Backend, BackendError, FileInfo, FileKind, Handle};
 use crate::id::Id;
@@ -455,13 +454,20 @@ async fn write_file(sftp: Arc<Sftp>, path: PathBuf, data: Bytes) -> Result<Writt
     let mut fs = sftp.fs();
     let result = async {
         let mut keep = file.clone();
-        {
-            // Pipelined writes: many requests in flight on this file.
-            let w = TokioCompatFile::new(file);
-            tokio::pin!(w);
-            w.write_all(&data).await?;
-            w.flush().await?;
-        }
+        // Pipelined writes without copying, several in flight, each at its own
+        // offset; 255 KiB is OpenSSH's largest write (the client splits a piece
+        // further for servers that take less).
+        let piece = 255 << 10;
+        let writes = (0..data.len()).step_by(piece).map(|off| {
+            let (mut f, mut part) = (file.clone(), [data.slice(off..(off + piece).min(data.len()))]);
+            async move {
+                f.seek(std::io::SeekFrom::Start(off as u64)).await?;
+                f.write_all_zero_copy(&mut part).await
+            }
+        });
+        let written: Vec<Result<(), SftpError>> = futures_util::stream::iter(writes).buffered(16).collect().await;
+        written.into_iter().collect::<Result<(), SftpError>>()?;
+        drop(file);
         if sftp.support_fsync() {
             keep.sync_all().await?;
         }

@@ -32,7 +32,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, s: &Snapshot) -> bool {
+    /// Whether snapshot `s` passes the filter.
+    pub(super) fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && (self.tags.is_empty()
                 || self

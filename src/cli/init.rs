@@ -25,6 +25,13 @@ pub struct InitArgs {
     /// Argon2id passes (default 3).
     #[arg(long, value_name = "N")]
     kdf_iterations: Option<u32>,
+    /// Cut and name content as the repository given by --from-repo does (its
+    /// chunk sizes, chunker seed and ID key), so `copy` from it moves chunks
+    /// without re-chunking.
+    #[arg(long, requires = "from_repo")]
+    copy_chunker_params: bool,
+    #[command(flatten)]
+    from: super::FromRepo,
 }
 
 pub fn run(g: &Global, out: &Output, a: InitArgs) -> Result<i32> {
@@ -44,7 +51,21 @@ pub fn run(g: &Global, out: &Output, a: InitArgs) -> Result<i32> {
     kdf.iterations = a.kdf_iterations.unwrap_or(kdf.iterations);
     kdf.validate().map_err(|_| anyhow!("--kdf-memory must be 8..=4194304 KiB and --kdf-iterations 1..=100"))?;
     let pack_size = a.pack_size.checked_mul(1 << 20).ok_or_else(|| anyhow!("--pack-size is too large"))?;
-    let opts = InitOptions { chunker, compression: config::parse_compression(&a.compression)?, pack_size, kdf };
+    let mut opts = InitOptions {
+        chunker,
+        compression: config::parse_compression(&a.compression)?,
+        pack_size,
+        kdf,
+        content_keys_from: None,
+    };
+    if a.copy_chunker_params {
+        if a.chunk_size.is_some() {
+            return Err(anyhow!("--chunk-size and --copy-chunker-params exclude each other"));
+        }
+        let from = g.open_from(&a.from)?;
+        opts.chunker = from.config().chunker;
+        opts.content_keys_from = Some(from.key().clone());
+    }
     let backend = cairn::backend::open(g.location()?, &g.options)?;
     let password = g.password(true)?;
     let repo = Repository::init(backend, g.rt.clone(), &password, &opts)?;

@@ -3,9 +3,17 @@
 mod backup;
 mod browse;
 mod check;
+mod copy;
+mod diff;
+mod dump;
+mod find;
+mod forget;
 mod init;
+mod key;
 mod output;
+mod prune;
 mod restore;
+mod tag;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,7 +28,8 @@ pub use output::Output;
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, max_term_width = 100)]
 pub struct Cli {
-    /// Repository location: a path, local:PATH or swift:CONTAINER[:/PREFIX].
+    /// Repository location: a path, local:PATH, swift:CONTAINER[:/PREFIX] or
+    /// sftp:[USER@]HOST:PATH.
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     repo: Option<String>,
     /// Read the password from this file (first line).
@@ -30,7 +39,8 @@ pub struct Cli {
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     password_command: Option<String>,
     /// Backend option KEY=VALUE (repeatable): swift.connections, swift.storage-policy,
-    /// swift.page-limit, retry.attempts, retry.max-delay.
+    /// swift.page-limit, sftp.args, sftp.command, sftp.connections, sftp.timeout,
+    /// retry.attempts, retry.max-delay.
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
     options: Vec<String>,
     /// Machine-readable JSON output.
@@ -64,6 +74,38 @@ enum Command {
     Cat(browse::CatArgs),
     /// Show sizes and deduplication.
     Stats(browse::StatsArgs),
+    /// Remove snapshots by a retention policy or by ID (data stays until prune).
+    Forget(forget::ForgetArgs),
+    /// Remove data that no snapshot uses and reclaim its space.
+    Prune(prune::PruneArgs),
+    /// Remove stale locks (those of processes that are gone); --remove-all for all.
+    Unlock(prune::UnlockArgs),
+    /// Show what changed between two snapshots.
+    Diff(diff::DiffArgs),
+    /// Find files by name across snapshots.
+    Find(find::FindArgs),
+    /// Write a file to stdout, or a directory as a tar or zip stream.
+    Dump(dump::DumpArgs),
+    /// Add, remove or set the tags of snapshots.
+    Tag(tag::TagArgs),
+    /// Manage the repository's passwords.
+    Key(key::KeyArgs),
+    /// Copy snapshots from another repository into this one.
+    Copy(copy::CopyArgs),
+}
+
+/// A second repository to read from, with its own password settings.
+#[derive(clap::Args, Debug, Default)]
+pub struct FromRepo {
+    /// The source repository.
+    #[arg(long, env = "CAIRN_FROM_REPOSITORY", value_name = "LOCATION")]
+    from_repo: Option<String>,
+    /// Read the source repository's password from this file.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE", value_name = "FILE")]
+    from_password_file: Option<PathBuf>,
+    /// Run this command for the source repository's password.
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_COMMAND", value_name = "COMMAND")]
+    from_password_command: Option<String>,
 }
 
 /// Settings every command shares.
@@ -83,19 +125,55 @@ impl Global {
     /// The password from a file, a command, the environment or a prompt (in that
     /// order: an explicit file or command wins over `CAIRN_PASSWORD`).
     fn password(&self, confirm: bool) -> Result<Vec<u8>> {
-        let p = self.password_source(confirm)?;
-        if p.is_empty() {
-            return Err(anyhow!("an empty password is not allowed"));
-        }
-        Ok(p)
+        password_from(
+            self.password_file.as_deref(),
+            self.password_command.as_deref(),
+            "CAIRN_PASSWORD",
+            "enter repository password: ",
+            confirm,
+        )
     }
 
-    fn password_source(&self, confirm: bool) -> Result<Vec<u8>> {
-        if let Some(f) = &self.password_file {
+    /// Opens the repository.
+    fn open(&self) -> Result<Repository> {
+        let backend = cairn::backend::open(self.location()?, &self.options)?;
+        let password = self.password(false)?;
+        Ok(Repository::open(backend, self.rt.clone(), &password)?)
+    }
+
+    /// Opens a second repository (the source of `copy`, `init
+    /// --copy-chunker-params`), with its own password settings.
+    fn open_from(&self, from: &FromRepo) -> Result<Repository> {
+        let location = from.from_repo.as_deref().ok_or_else(|| anyhow!("no source repository: use --from-repo"))?;
+        let backend = cairn::backend::open(location, &self.options)?;
+        let password = password_from(
+            from.from_password_file.as_deref(),
+            from.from_password_command.as_deref(),
+            "CAIRN_FROM_PASSWORD",
+            "enter the source repository's password: ",
+            false,
+        )?;
+        Repository::open(backend, self.rt.clone(), &password)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("opening the source repository {location}"))
+    }
+}
+
+/// A password from `file`, `command`, the variable `env` or a prompt, in that
+/// order; empty ones are refused.
+pub fn password_from(
+    file: Option<&std::path::Path>,
+    command: Option<&str>,
+    env: &str,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Vec<u8>> {
+    let read = || -> Result<Vec<u8>> {
+        if let Some(f) = file {
             let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
             return Ok(first_line(s));
         }
-        if let Some(cmd) = &self.password_command {
+        if let Some(cmd) = command {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
@@ -107,11 +185,11 @@ impl Global {
             }
             return Ok(first_line(out.stdout));
         }
-        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+        if let Ok(p) = std::env::var(env) {
             return Ok(p.into_bytes());
         }
         if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("enter repository password: ").context("reading the password")?;
+            let p = rpassword::prompt_password(prompt).context("reading the password")?;
             if confirm {
                 let again = rpassword::prompt_password("enter the password again: ").context("reading the password")?;
                 if again != p {
@@ -120,15 +198,13 @@ impl Global {
             }
             return Ok(p.into_bytes());
         }
-        Err(anyhow!("no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND"))
+        Err(anyhow!("no password given: set {env}, {env}_FILE or {env}_COMMAND"))
+    };
+    let p = read()?;
+    if p.is_empty() {
+        return Err(anyhow!("an empty password is not allowed"));
     }
-
-    /// Opens the repository.
-    fn open(&self) -> Result<Repository> {
-        let backend = cairn::backend::open(self.location()?, &self.options)?;
-        let password = self.password(false)?;
-        Ok(Repository::open(backend, self.rt.clone(), &password)?)
-    }
+    Ok(p)
 }
 
 fn first_line(mut s: Vec<u8>) -> Vec<u8> {
@@ -165,6 +241,15 @@ pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
         Command::Check(a) => check::run(&g, &out, a),
         Command::Cat(a) => browse::cat(&g, &out, a),
         Command::Stats(a) => browse::stats(&g, &out, a),
+        Command::Forget(a) => forget::run(&g, &out, a),
+        Command::Prune(a) => prune::run(&g, &out, a),
+        Command::Unlock(a) => prune::unlock(&g, &out, a),
+        Command::Diff(a) => diff::run(&g, &out, a),
+        Command::Find(a) => find::run(&g, &out, a),
+        Command::Dump(a) => dump::run(&g, &out, a),
+        Command::Tag(a) => tag::run(&g, &out, a),
+        Command::Key(a) => key::run(&g, &out, a),
+        Command::Copy(a) => copy::run(&g, &out, a),
     }
 }
 

@@ -8,6 +8,8 @@ use crate::id::Id;
 use crate::repo::pack::{BlobEntry, BlobType};
 
 const MAGIC: &[u8; 8] = b"CAIRNIX1";
+/// An index file that also lists packs pending deletion (written by prune).
+const MAGIC_PENDING: &[u8; 8] = b"CAIRNIX2";
 
 /// One pack as listed in an index file.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -20,6 +22,16 @@ pub struct IndexPack {
     pub blobs: Vec<BlobEntry>,
 }
 
+/// A pack that prune has marked for deletion: no snapshot used its blobs when it
+/// was marked. Its blobs stay readable but are never reused by a backup.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PendingPack {
+    /// The pack and its blobs.
+    pub pack: IndexPack,
+    /// When it was marked (Unix seconds).
+    pub marked_at: i64,
+}
+
 /// The content of one index file.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct IndexFile {
@@ -27,6 +39,9 @@ pub struct IndexFile {
     pub supersedes: Vec<Id>,
     /// Packs and their blobs.
     pub packs: Vec<IndexPack>,
+    /// Packs pending deletion.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingPack>,
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -59,24 +74,56 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn encode_pack(p: &IndexPack, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.id.0);
+    out.extend_from_slice(&p.size.to_le_bytes());
+    out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+    for b in &p.blobs {
+        b.encode(out);
+    }
+}
+
+fn decode_pack(r: &mut Reader<'_>, marked: bool) -> Result<(IndexPack, i64)> {
+    let id = r.id()?;
+    let size = r.u64()?;
+    let marked_at = if marked { r.u64()? as i64 } else { 0 };
+    let nb = r.count(BlobEntry::SIZE)?;
+    let blobs = (0..nb).map(|_| BlobEntry::decode(r.take(BlobEntry::SIZE)?)).collect::<Result<Vec<_>>>()?;
+    for b in &blobs {
+        if b.offset as u64 + b.length as u64 > size {
+            return Err(Error::corrupt(format!("index: blob {} lies outside pack {id}", b.id)));
+        }
+    }
+    Ok((IndexPack { id, size, blobs }, marked_at))
+}
+
 impl IndexFile {
-    /// Binary encoding (before compression and sealing).
+    /// Binary encoding (before compression and sealing): `CAIRNIX1`, or
+    /// `CAIRNIX2` with a trailing section of packs pending deletion.
     pub fn encode(&self) -> Vec<u8> {
-        let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
-        let mut out =
-            Vec::with_capacity(16 + 32 * self.supersedes.len() + 44 * self.packs.len() + BlobEntry::SIZE * blobs);
-        out.extend_from_slice(MAGIC);
+        let blobs: usize = self.packs.iter().chain(self.pending.iter().map(|p| &p.pack)).map(|p| p.blobs.len()).sum();
+        let mut out = Vec::with_capacity(
+            20 + 32 * self.supersedes.len() + 52 * (self.packs.len() + self.pending.len()) + BlobEntry::SIZE * blobs,
+        );
+        out.extend_from_slice(if self.pending.is_empty() { MAGIC } else { MAGIC_PENDING });
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
         for id in &self.supersedes {
             out.extend_from_slice(&id.0);
         }
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {
-            out.extend_from_slice(&p.id.0);
-            out.extend_from_slice(&p.size.to_le_bytes());
-            out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
-            for b in &p.blobs {
-                b.encode(&mut out);
+            encode_pack(p, &mut out);
+        }
+        if !self.pending.is_empty() {
+            out.extend_from_slice(&(self.pending.len() as u32).to_le_bytes());
+            for p in &self.pending {
+                out.extend_from_slice(&p.pack.id.0);
+                out.extend_from_slice(&p.pack.size.to_le_bytes());
+                out.extend_from_slice(&(p.marked_at as u64).to_le_bytes());
+                out.extend_from_slice(&(p.pack.blobs.len() as u32).to_le_bytes());
+                for b in &p.pack.blobs {
+                    b.encode(&mut out);
+                }
             }
         }
         out
@@ -85,29 +132,30 @@ impl IndexFile {
     /// Parses [`IndexFile::encode`]'s output, bounding every count by the length.
     pub fn decode(data: &[u8]) -> Result<IndexFile> {
         let mut r = Reader(data);
-        if r.take(8)? != MAGIC {
-            return Err(Error::corrupt("index file has an unknown format"));
-        }
+        let with_pending = match r.take(8)? {
+            m if m == MAGIC => false,
+            m if m == MAGIC_PENDING => true,
+            _ => return Err(Error::corrupt("index file has an unknown format")),
+        };
         let n = r.count(32)?;
         let supersedes = (0..n).map(|_| r.id()).collect::<Result<_>>()?;
         let n = r.count(44)?;
-        let mut packs = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = r.id()?;
-            let size = r.u64()?;
-            let nb = r.count(BlobEntry::SIZE)?;
-            let blobs = (0..nb).map(|_| BlobEntry::decode(r.take(BlobEntry::SIZE)?)).collect::<Result<Vec<_>>>()?;
-            for b in &blobs {
-                if b.offset as u64 + b.length as u64 > size {
-                    return Err(Error::corrupt(format!("index: blob {} lies outside pack {id}", b.id)));
-                }
+        let packs = (0..n).map(|_| decode_pack(&mut r, false).map(|(p, _)| p)).collect::<Result<Vec<_>>>()?;
+        let mut pending = Vec::new();
+        if with_pending {
+            let n = r.count(52)?;
+            for _ in 0..n {
+                let (pack, marked_at) = decode_pack(&mut r, true)?;
+                pending.push(PendingPack { pack, marked_at });
             }
-            packs.push(IndexPack { id, size, blobs });
+            if pending.is_empty() {
+                return Err(Error::corrupt("index file of the pending kind lists no pending pack"));
+            }
         }
         if !r.0.is_empty() {
             return Err(Error::corrupt("index file has trailing bytes"));
         }
-        Ok(IndexFile { supersedes, packs })
+        Ok(IndexFile { supersedes, packs, pending })
     }
 }
 
@@ -136,6 +184,10 @@ struct Slot {
 pub struct Index {
     packs: Vec<(Id, u64)>,
     slots: Vec<Slot>,
+    /// Blobs that live only in packs pending deletion: readable, never reused.
+    pending: Vec<Slot>,
+    /// For each pack of `packs`, whether it is pending deletion.
+    pack_pending: Vec<bool>,
 }
 
 impl Index {
@@ -144,35 +196,49 @@ impl Index {
         let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = Index::default();
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
+        let mut add = |idx: &mut Index, p: IndexPack, pending: bool| {
+            let no = *pack_no.entry(p.id).or_insert_with(|| {
+                idx.packs.push((p.id, p.size));
+                idx.pack_pending.push(pending);
+                (idx.packs.len() - 1) as u32
+            });
+            idx.pack_pending[no as usize] &= pending;
+            let slots = if pending { &mut idx.pending } else { &mut idx.slots };
+            slots.extend(p.blobs.iter().map(|b| Slot {
+                id: b.id.0,
+                pack: no,
+                offset: b.offset,
+                length: b.length,
+                raw_length: b.raw_length,
+                flags: (b.blob_type == BlobType::Tree) as u8 | (u8::from(b.compressed) << 1),
+            }));
+        };
         for (id, f) in files {
             if superseded.contains(&id) {
                 continue;
             }
             for p in f.packs {
-                let no = *pack_no.entry(p.id).or_insert_with(|| {
-                    idx.packs.push((p.id, p.size));
-                    (idx.packs.len() - 1) as u32
-                });
-                idx.slots.extend(p.blobs.iter().map(|b| Slot {
-                    id: b.id.0,
-                    pack: no,
-                    offset: b.offset,
-                    length: b.length,
-                    raw_length: b.raw_length,
-                    flags: (b.blob_type == BlobType::Tree) as u8 | (u8::from(b.compressed) << 1),
-                }));
+                add(&mut idx, p, false);
+            }
+            for p in f.pending {
+                add(&mut idx, p.pack, true);
             }
         }
-        idx.slots.sort_unstable_by_key(|s| s.id);
-        idx.slots.dedup_by(|a, b| a.id == b.id);
-        idx.slots.shrink_to_fit();
+        for slots in [&mut idx.slots, &mut idx.pending] {
+            slots.sort_unstable_by_key(|s| s.id);
+            slots.dedup_by(|a, b| a.id == b.id);
+            slots.shrink_to_fit();
+        }
+        // A blob also stored in a live pack is not pending.
+        let live = &idx.slots;
+        idx.pending.retain(|s| live.binary_search_by(|l| l.id.cmp(&s.id)).is_err());
         idx
     }
 
-    /// The location of blob `id`, if indexed.
+    /// The location of blob `id`, if indexed (also in a pack pending deletion).
     pub fn get(&self, id: &Id) -> Option<Location> {
-        let i = self.slots.binary_search_by(|s| s.id.cmp(&id.0)).ok()?;
-        Some(self.location(&self.slots[i]))
+        let find = |slots: &[Slot]| slots.binary_search_by(|s| s.id.cmp(&id.0)).ok().map(|i| slots[i]);
+        find(&self.slots).or_else(|| find(&self.pending)).map(|s| self.location(&s))
     }
 
     fn location(&self, s: &Slot) -> Location {
@@ -189,7 +255,8 @@ impl Index {
         }
     }
 
-    /// Whether blob `id` is indexed.
+    /// Whether blob `id` is stored in a live pack (not one pending deletion):
+    /// whether a backup may reuse it.
     pub fn contains(&self, id: &Id) -> bool {
         self.slots.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
     }
@@ -209,7 +276,18 @@ impl Index {
         self.slots.is_empty()
     }
 
-    /// Every blob's location.
+    /// Whether pack number `no` (a position in [`Index::packs`]) is pending
+    /// deletion: it may already be gone.
+    pub fn pack_is_pending(&self, no: usize) -> bool {
+        self.pack_pending.get(no).copied().unwrap_or(false)
+    }
+
+    /// Whether blob `id` lives only in a pack pending deletion.
+    pub fn is_pending(&self, id: &Id) -> bool {
+        !self.contains(id) && self.pending.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
+    }
+
+    /// Every blob's location in a live pack.
     pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
         self.slots.iter().map(|s| self.location(s))
     }
@@ -235,6 +313,7 @@ mod tests {
         let f = IndexFile {
             supersedes: vec![Id::hash(b"old")],
             packs: vec![IndexPack { id: Id::hash(b"p"), size: 1000, blobs: vec![entry(1, 0), entry(2, 100)] }],
+            pending: vec![],
         };
         let enc = f.encode();
         assert_eq!(IndexFile::decode(&enc).unwrap(), f);
@@ -244,10 +323,12 @@ mod tests {
         let g = IndexFile {
             supersedes: vec![],
             packs: vec![IndexPack { id: Id::hash(b"q"), size: 500, blobs: vec![entry(3, 0)] }],
+            pending: vec![],
         };
         let old = IndexFile {
             supersedes: vec![],
             packs: vec![IndexPack { id: Id::hash(b"gone"), size: 100, blobs: vec![entry(9, 0)] }],
+            pending: vec![],
         };
         let idx = Index::build(vec![(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]);
         assert_eq!(idx.len(), 3, "superseded index files are ignored");
@@ -256,6 +337,33 @@ mod tests {
         assert_eq!(l.entry, entry(2, 100));
         assert!(!idx.contains(&Id::hash(&[9])));
         assert!(idx.get(&Id::hash(b"nope")).is_none());
+    }
+
+    #[test]
+    fn pending_packs_are_readable_but_not_reusable() {
+        let f = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack { id: Id::hash(b"p"), size: 1000, blobs: vec![entry(1, 0)] }],
+            pending: vec![PendingPack {
+                pack: IndexPack { id: Id::hash(b"old"), size: 300, blobs: vec![entry(1, 0), entry(2, 100)] },
+                marked_at: 1_700_000_000,
+            }],
+        };
+        let enc = f.encode();
+        assert_eq!(&enc[..8], MAGIC_PENDING);
+        assert_eq!(IndexFile::decode(&enc).unwrap(), f);
+        for cut in 0..enc.len() {
+            assert!(IndexFile::decode(&enc[..cut]).is_err(), "truncated at {cut}");
+        }
+        let idx = Index::build(vec![(Id::hash(b"f"), f)]);
+        // Blob 2 lives only in the pending pack: readable, not reusable.
+        assert!(!idx.contains(&Id::hash(&[2])));
+        assert!(idx.is_pending(&Id::hash(&[2])));
+        let l = idx.get(&Id::hash(&[2])).unwrap();
+        assert_eq!(idx.packs()[l.pack as usize].0, Id::hash(b"old"));
+        // Blob 1 is also in a live pack: that copy is the one found.
+        assert!(idx.contains(&Id::hash(&[1])) && !idx.is_pending(&Id::hash(&[1])));
+        assert_eq!(idx.packs()[idx.get(&Id::hash(&[1])).unwrap().pack as usize].0, Id::hash(b"p"));
     }
 
     #[test]

@@ -99,14 +99,21 @@ impl KeyFile {
         }
     }
 
-    /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
-    pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
+    /// Checks the salt and the KDF parameters against their bounds (format section
+    /// 5.2) without running the KDF; returns the decoded salt.
+    pub fn validate(&self) -> Result<Vec<u8>> {
         let salt = hex::decode(&self.kdf.salt).map_err(|_| Error::corrupt("key file salt is not hex"))?;
         if !(16..=64).contains(&salt.len()) {
             return Err(Error::corrupt("key file salt has a bad length"));
         }
+        self.params().validate()?;
+        Ok(salt)
+    }
+
+    /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
+    pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
+        let salt = self.validate()?;
         let params = self.params();
-        params.validate()?;
         let sealed = hex::decode(&self.data).map_err(|_| Error::corrupt("key file data is not hex"))?;
         let kek = params.derive(password, &salt)?;
         match crypto::open_with(&kek, &aad(&params, &salt), &sealed) {

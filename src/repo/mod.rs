@@ -17,6 +17,7 @@ use crate::id::{self, Id};
 pub mod config;
 pub mod index;
 pub mod keyfile;
+pub mod keys;
 pub mod lock;
 pub mod pack;
 pub mod packer;
@@ -41,11 +42,21 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id cost for the first key.
     pub kdf: KdfParams,
+    /// Take the ID key and chunker seed from this key set (`init
+    /// --copy-chunker-params`), so that `copy` from its repository needs no
+    /// re-chunking.
+    pub content_keys_from: Option<MasterKey>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkSizes::default(), compression: 3, pack_size: 16 << 20, kdf: KdfParams::default() }
+        InitOptions {
+            chunker: ChunkSizes::default(),
+            compression: 3,
+            pack_size: 16 << 20,
+            kdf: KdfParams::default(),
+            content_keys_from: None,
+        }
     }
 }
 
@@ -57,6 +68,8 @@ pub struct Repository {
     config: Config,
     index: Mutex<Option<Arc<Index>>>,
     tree_packs: Mutex<TreePacks>,
+    /// The key file the password opened (none right after `init`'s first key).
+    key_id: Option<Id>,
 }
 
 /// Whole tree packs kept after a tree was first read from them, so that walking a
@@ -126,8 +139,19 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         rt.block_on(backend.create())?;
-        let key = MasterKey::random()?;
-        let repo = Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default() };
+        let mut key = MasterKey::random()?;
+        if let Some(other) = &opts.content_keys_from {
+            key = key.with_content_keys_of(other);
+        }
+        let repo = Repository {
+            backend,
+            rt,
+            key,
+            config,
+            index: Mutex::new(None),
+            tree_packs: Mutex::default(),
+            key_id: None,
+        };
         repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
         let body = repo.seal_body(FileKind::Config, &serde_json::to_vec(&repo.config).expect("config serializes"));
@@ -147,6 +171,7 @@ impl Repository {
             return Err(Error::corrupt("the repository has no key files"));
         }
         let mut master = None;
+        let mut key_id = None;
         let mut damaged = Vec::new();
         for k in keys {
             let h = Handle { kind: FileKind::Key, name: k.name };
@@ -162,6 +187,7 @@ impl Repository {
             match KeyFile::parse(&bytes).and_then(|kf| kf.open(password)) {
                 Ok(Some(m)) => {
                     master = Some(m);
+                    key_id = Id::from_hex(&h.name).ok();
                     break;
                 }
                 Ok(None) => {}
@@ -178,7 +204,12 @@ impl Repository {
             open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         config.validate()?;
-        Ok(Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default() })
+        Ok(Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default(), key_id })
+    }
+
+    /// The ID of the key file that the password opened.
+    pub fn key_id(&self) -> Option<Id> {
+        self.key_id
     }
 
     /// Wraps the master key under another password; returns the new key file's ID.
@@ -216,18 +247,7 @@ impl Repository {
     }
 
     fn seal_body(&self, kind: FileKind, payload: &[u8]) -> Vec<u8> {
-        let mut body = Vec::with_capacity(payload.len() / 2 + 1);
-        match zstd::bulk::compress(payload, 3) {
-            Ok(c) if c.len() < payload.len() => {
-                body.push(1);
-                body.extend_from_slice(&c);
-            }
-            _ => {
-                body.push(0);
-                body.extend_from_slice(payload);
-            }
-        }
-        self.key.seal(label_for(kind), &body)
+        seal_body(&self.key, kind, payload)
     }
 
     /// Seals `payload` as a file of `kind`, named by the hash of its stored bytes.
@@ -332,15 +352,30 @@ impl Repository {
 
     /// All index files, parsed. A damaged one is an error naming it.
     pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let ids = self.list_ids(FileKind::Index)?;
-        let files = self.load_files(FileKind::Index, &ids);
-        ids.into_iter()
-            .zip(files)
-            .map(|(id, r)| {
-                let f = IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
-                Ok((id, f))
-            })
-            .collect()
+        // A prune may replace index files between our listing and our reads: a
+        // listed file that is gone means a newer one supersedes it; list again.
+        let mut tries = 0;
+        loop {
+            let ids = self.list_ids(FileKind::Index)?;
+            let files = self.load_files(FileKind::Index, &ids);
+            let r: Result<Vec<(Id, IndexFile)>> = ids
+                .into_iter()
+                .zip(files)
+                .map(|(id, r)| {
+                    let f = IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
+                    Ok((id, f))
+                })
+                .collect();
+            match r {
+                Err(Error::Backend(e)) if e.is_not_found() && tries < 5 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// Forgets the cached index (after index files were replaced).
+    pub fn invalidate_index(&self) {
+        *self.index.lock().expect("poisoned") = None;
     }
 
     /// The in-memory index, loaded on first use.
@@ -394,6 +429,23 @@ impl Repository {
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         Tree::from_bytes(&self.read_blob(id)?).map_err(|e| Error::corrupt(format!("tree {id}: {e}")))
     }
+}
+
+/// Seals a file body: a compression marker byte (zstd level 3 when it helps),
+/// then the payload, sealed under `kind`'s label.
+fn seal_body(key: &MasterKey, kind: FileKind, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(payload.len() / 2 + 1);
+    match zstd::bulk::compress(payload, 3) {
+        Ok(c) if c.len() < payload.len() => {
+            body.push(1);
+            body.extend_from_slice(&c);
+        }
+        _ => {
+            body.push(0);
+            body.extend_from_slice(payload);
+        }
+    }
+    key.seal(label_for(kind), &body)
 }
 
 /// Opens a sealed file body: authentication, compression marker, bounded zstd.

@@ -22,6 +22,8 @@ pub struct SaveStats {
     pub data_blobs: AtomicU64,
     /// New tree blobs.
     pub tree_blobs: AtomicU64,
+    /// Pack files uploaded.
+    pub packs: AtomicU64,
     /// Their plaintext bytes.
     pub raw_bytes: AtomicU64,
     /// Their stored bytes.
@@ -63,9 +65,22 @@ impl<'r> Packer<'r> {
         zstd: Option<&mut crate::compress::Compressor>,
     ) -> Result<()> {
         let (compressed, stored) = pack::encode_blob(self.repo.key(), plain, zstd);
+        self.add_stored(blob_type, id, compressed, plain.len() as u32, &stored)
+    }
+
+    /// Adds a blob already compressed and sealed (as read from another pack, by
+    /// prune and copy).
+    pub fn add_stored(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        compressed: bool,
+        raw_length: u32,
+        stored: &[u8],
+    ) -> Result<()> {
         let counter = if blob_type == BlobType::Data { &self.stats.data_blobs } else { &self.stats.tree_blobs };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.stats.raw_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.stats.raw_bytes.fetch_add(raw_length as u64, Ordering::Relaxed);
         self.stats.stored_bytes.fetch_add(stored.len() as u64, Ordering::Relaxed);
         if self.dry_run {
             return Ok(());
@@ -73,7 +88,7 @@ impl<'r> Packer<'r> {
         let target = self.repo.config().pack_size as usize;
         let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
         let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
-        w.add(id, compressed, plain.len() as u32, &stored);
+        w.add(id, compressed, raw_length, stored);
         if w.size() < target {
             return Ok(());
         }
@@ -87,6 +102,7 @@ impl<'r> Packer<'r> {
     fn upload(&self, w: PackWriter) -> Result<()> {
         self.check_failed()?;
         let (id, data, blobs) = w.finish(self.repo.key());
+        self.stats.packs.fetch_add(1, Ordering::Relaxed);
         let permit = self.repo.block_on(Arc::clone(&self.uploads).acquire_owned()).expect("semaphore open");
         let backend = Arc::clone(self.repo.backend());
         let size = data.len() as u64;
@@ -142,7 +158,7 @@ impl<'r> Packer<'r> {
         if packs.is_empty() {
             return Ok(None);
         }
-        let file = IndexFile { supersedes: Vec::new(), packs };
+        let file = IndexFile { supersedes: Vec::new(), packs, pending: Vec::new() };
         Ok(Some(self.repo.save_file(FileKind::Index, &file.encode())?))
     }
 }

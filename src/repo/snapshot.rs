@@ -81,6 +81,10 @@ pub struct Snapshot {
     /// Statistics.
     #[serde(default)]
     pub summary: Summary,
+    /// The ID this snapshot was first saved under, when it is a rewritten copy
+    /// (e.g. by `cairn tag`) of an earlier snapshot file; absent in an original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
 }
 
 impl Snapshot {
