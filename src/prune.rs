@@ -34,6 +34,9 @@ use crate::repo::tree::NodeType;
 /// deletion (clocks of different hosts may disagree by this much).
 pub const CLOCK_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
+/// Temporary upload files older than this are removed by prune.
+pub const TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How much unused data may stay in partly used packs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxUnused {
@@ -118,6 +121,8 @@ pub struct PruneStats {
     pub unindexed_deleted: usize,
     /// Their bytes.
     pub unindexed_bytes_deleted: u64,
+    /// Temporary files of interrupted uploads removed.
+    pub temporaries_deleted: u64,
     /// Unused bytes left in kept packs.
     pub bytes_unused_after: u64,
     /// Whether this was a dry run (nothing changed).
@@ -388,6 +393,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
             stats.unindexed_deleted += 1;
             stats.unindexed_bytes_deleted += f.size;
         }
+        // Temporary files of writes that were interrupted (an hour is far longer
+        // than any upload of one file takes).
+        stats.temporaries_deleted = repo.block_on(backend.remove_stale_temporaries(TEMP_AGE))?;
     }
     Ok(stats)
 }

@@ -327,3 +327,21 @@ fn backups_running_while_prune_runs_never_fail_and_nothing_is_lost() {
     assert_eq!(r.json()["packs_deferred"], 0, "{}", r.stdout);
     env.cairn(["check", "--read-data"]).ok();
 }
+
+#[test]
+fn prune_removes_stale_temporary_files_and_keeps_fresh_ones() {
+    let env = TestEnv::new();
+    repo_with_garbage(&env);
+    let old = env.repo.join("data/00/.tmp-0123456789abcdef");
+    let fresh = env.repo.join("data/01/.tmp-fedcba9876543210");
+    write(&old, "left by a killed upload");
+    write(&fresh, "an upload in progress");
+    let two_hours_ago = chrono::Utc::now().timestamp() - 7200;
+    set_mtime(&old, two_hours_ago, 0);
+    let r = env.cairn(["prune", "--json"]);
+    r.ok();
+    assert_eq!(r.json()["temporaries_deleted"], 1, "{}", r.stdout);
+    assert!(!old.exists(), "the stale temporary file is still there");
+    assert!(fresh.exists(), "a fresh temporary file (a write in progress) was removed");
+    env.cairn(["check"]).ok();
+}

@@ -195,3 +195,24 @@ fn sftp_lists_a_folder_of_100_000_files() {
     assert_eq!(files.len(), 100_000, "a temporary file was listed, or files were missed");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sftp_removes_stale_temporary_files_only() {
+    use cairn::backend::Backend;
+    let srv = server();
+    let dir = srv.unique("temps");
+    let spec = format!("//{}@127.0.0.1:{}/{}", srv.user, srv.port, dir.display());
+    let opts = SftpOptions { args: Some(srv.args(&srv.key, &srv.known_hosts)), ..SftpOptions::default() };
+    let b = SftpBackend::new(&spec, opts).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(b.create()).unwrap();
+    // The server is this machine: plant the files directly.
+    let old = dir.join("index/.tmp-0123456789abcdef");
+    let fresh = dir.join("data/ab/.tmp-fedcba9876543210");
+    write(&old, "stale");
+    write(&fresh, "in progress");
+    set_mtime(&old, chrono::Utc::now().timestamp() - 7200, 0);
+    let n = rt.block_on(b.remove_stale_temporaries(std::time::Duration::from_secs(3600))).unwrap();
+    assert_eq!(n, 1);
+    assert!(!old.exists() && fresh.exists());
+}

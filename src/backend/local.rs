@@ -43,7 +43,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("repository files live in a folder");
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-    let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+    let tmp = dir.join(format!("{}{}", super::TEMP_PREFIX, hex::encode(rnd)));
     let mut f = match File::create_new(&tmp) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir)?;
@@ -149,6 +149,28 @@ impl Backend for LocalBackend {
     async fn remove(&self, h: &Handle) -> BResult<()> {
         let (path, name) = (self.path(h), h.path());
         blocking(move || fs::remove_file(&path).map_err(|e| BackendError::from_io("remove", name, e))).await
+    }
+
+    async fn remove_stale_temporaries(&self, age: std::time::Duration) -> BResult<u64> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            let dirs = std::iter::once(String::new()).chain(super::layout_dirs());
+            for d in dirs {
+                let Ok(entries) = fs::read_dir(root.join(&d)) else { continue };
+                for e in entries.flatten() {
+                    let stale = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+                    if e.file_name().to_string_lossy().starts_with(super::TEMP_PREFIX)
+                        && stale.is_some_and(|a| a > age)
+                        && fs::remove_file(e.path()).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {

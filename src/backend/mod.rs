@@ -196,7 +196,17 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Lists the files of a kind with well-formed names (IDs), with their sizes.
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>>;
+
+    /// Removes temporary files (`.tmp-*`) older than `age` that interrupted
+    /// writes left behind; returns how many. Backends whose writes leave no
+    /// temporary files (Swift) keep this default.
+    async fn remove_stale_temporaries(&self, _age: std::time::Duration) -> BResult<u64> {
+        Ok(0)
+    }
 }
+
+/// The prefix of the temporary names that local and SFTP writes use.
+pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// A shared backend.
 pub type DynBackend = Arc<dyn Backend>;

@@ -127,6 +127,10 @@ impl Backend for RetryBackend {
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
         self.retry(|| self.inner.list(kind)).await
     }
+
+    async fn remove_stale_temporaries(&self, age: Duration) -> BResult<u64> {
+        self.retry(|| self.inner.remove_stale_temporaries(age)).await
+    }
 }
 
 #[cfg(test)]

@@ -443,7 +443,7 @@ async fn write_file(sftp: Arc<Sftp>, path: PathBuf, data: Bytes) -> Result<Writt
     let dir = path.parent().expect("repository files live in a folder").to_path_buf();
     let mut rnd = [0u8; 8];
     getrandom::fill(&mut rnd).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+    let tmp = dir.join(format!("{}{}", super::TEMP_PREFIX, hex::encode(rnd)));
     let file = match sftp.options().write(true).create_new(true).open(&tmp).await {
         Err(e) if is_missing(&e) => {
             mkdir_all(&sftp, &dir).await?;
@@ -650,6 +650,48 @@ impl Backend for SftpBackend {
     async fn remove(&self, h: &Handle) -> BResult<()> {
         let (name, path) = (h.path(), self.full(&h.path()));
         self.run("remove", &name, |sftp| async move { sftp.fs().remove_file(&path).await }).await
+    }
+
+    async fn remove_stale_temporaries(&self, age: Duration) -> BResult<u64> {
+        let root = PathBuf::from(&self.target.path);
+        let dirs: Vec<PathBuf> =
+            std::iter::once(root.clone()).chain(super::layout_dirs().iter().map(|d| root.join(d))).collect();
+        let counts: Vec<BResult<u64>> = futures_util::stream::iter(dirs.into_iter().map(|dir| async move {
+            self.run("clean", &dir.display().to_string(), |sftp| async move {
+                let mut fs = sftp.fs();
+                let d = match fs.open_dir(&dir).await {
+                    Err(e) if is_missing(&e) => return Ok(0),
+                    r => r?,
+                };
+                let entries = d.read_dir();
+                tokio::pin!(entries);
+                let mut stale = Vec::new();
+                while let Some(e) = entries.next().await {
+                    let e = e?;
+                    let old = e
+                        .metadata()
+                        .modified()
+                        .map(|t| t.as_system_time())
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|a| a > age);
+                    if old && e.filename().to_string_lossy().starts_with(super::TEMP_PREFIX) {
+                        stale.push(dir.join(e.filename()));
+                    }
+                }
+                let mut n = 0;
+                for p in stale {
+                    if sftp.fs().remove_file(&p).await.is_ok() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+        }))
+        .buffer_unordered(self.opts.connections * 4)
+        .collect()
+        .await;
+        counts.into_iter().sum()
     }
 
     async fn list(&self, kind: FileKind) -> BResult<Vec<FileInfo>> {
