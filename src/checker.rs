@@ -110,6 +110,10 @@ fn choose_packs(mut packs: Vec<(Id, u64)>, subset: Option<Subset>) -> Result<Vec
 pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progress: &Progress) -> Result<CheckSummary> {
     let found = Findings { report, summary: Mutex::new(CheckSummary::default()) };
 
+    // Snapshots before the index: a backup writes its index before its snapshot,
+    // so every snapshot seen here has its blobs in an index file listed below.
+    let snaps = repo.snapshots_with(|id, e| found.error(format!("snapshot {id}: {e}")))?;
+
     // Index files, one by one, so one damaged file does not hide the rest.
     let ids = repo.list_ids(FileKind::Index)?;
     let mut files: Vec<(Id, IndexFile)> = Vec::new();
@@ -142,8 +146,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
         found.warning(format!("{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"));
     }
 
-    // Snapshots and their trees.
-    let snaps = repo.snapshots_with(|id, e| found.error(format!("snapshot {id}: {e}")))?;
+    // The snapshots' trees.
     let mut seen_trees: HashSet<Id> = HashSet::new();
     for (sid, snap) in &snaps {
         let mut stack = vec![(snap.tree, String::from("/"))];

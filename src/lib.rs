@@ -10,6 +10,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod browse;
+pub mod cache;
 pub mod checker;
 pub mod chunker;
 pub mod compress;

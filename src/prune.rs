@@ -170,6 +170,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     // at the end, with no writer live, was left by an interrupted backup.
     let listed = repo.block_on(backend.list(FileKind::Pack))?;
 
+    // The snapshots first, then the index: a backup writes its index before its
+    // snapshot, so every snapshot seen here has its blobs in an index listed below.
+    let snaps = repo.snapshots()?;
+    repo.invalidate_index();
+
     // Index files and the packs they list.
     let files = repo.load_index_files()?;
     let read_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
@@ -196,7 +201,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     stats.bytes_before = live.iter().map(|p| p.size).sum();
 
     // What the snapshots use.
-    let snaps = repo.snapshots()?;
     let seen_snaps: HashSet<Id> = snaps.iter().map(|(id, _)| *id).collect();
     stats.snapshots = snaps.len();
     let mut used = HashSet::new();

@@ -43,6 +43,13 @@ pub struct Cli {
     /// retry.attempts, retry.max-delay.
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
     options: Vec<String>,
+    /// Keep the local cache of remote repositories here (default
+    /// $XDG_CACHE_HOME/cairn or ~/.cache/cairn).
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not use or write the local cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -114,6 +121,8 @@ pub struct Global {
     options: Vec<(String, String)>,
     password_file: Option<PathBuf>,
     password_command: Option<String>,
+    /// Where the cache of remote repositories lives (None: no cache).
+    cache_base: Option<PathBuf>,
     rt: tokio::runtime::Handle,
 }
 
@@ -136,9 +145,25 @@ impl Global {
 
     /// Opens the repository.
     fn open(&self) -> Result<Repository> {
-        let backend = cairn::backend::open(self.location()?, &self.options)?;
+        let location = self.location()?;
+        let backend = cairn::backend::open(location, &self.options)?;
         let password = self.password(false)?;
-        Ok(Repository::open(backend, self.rt.clone(), &password)?)
+        let mut repo = Repository::open(backend, self.rt.clone(), &password)?;
+        self.attach_cache(&mut repo, location);
+        Ok(repo)
+    }
+
+    /// Gives a remote repository its local cache (a local one needs none). A
+    /// cache that cannot be made is a warning, not an error.
+    fn attach_cache(&self, repo: &mut Repository, location: &str) {
+        let Some(base) = &self.cache_base else { return };
+        if !(location.starts_with("swift:") || location.starts_with("sftp:")) {
+            return;
+        }
+        match cairn::cache::Cache::open(base, &repo.config().id) {
+            Ok(c) => repo.set_cache(Some(c)),
+            Err(e) => eprintln!("warning: no local cache ({}: {e})", base.display()),
+        }
     }
 
     /// Opens a second repository (the source of `copy`, `init
@@ -153,9 +178,11 @@ impl Global {
             "enter the source repository's password: ",
             false,
         )?;
-        Repository::open(backend, self.rt.clone(), &password)
+        let mut repo = Repository::open(backend, self.rt.clone(), &password)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("opening the source repository {location}"))
+            .with_context(|| format!("opening the source repository {location}"))?;
+        self.attach_cache(&mut repo, location);
+        Ok(repo)
     }
 }
 
@@ -230,6 +257,7 @@ pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
         options,
         password_file: cli.password_file,
         password_command: cli.password_command,
+        cache_base: if cli.no_cache { None } else { cli.cache_dir.or_else(cairn::cache::default_base) },
         rt,
     };
     match cli.command {

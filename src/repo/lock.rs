@@ -196,6 +196,17 @@ impl Repository {
         self.take_lease(false)
     }
 
+    /// Takes a shared lease for a command that reads data (restore, check, dump,
+    /// copy's source), so that a prune meanwhile defers deleting what it may still
+    /// read. A repository that cannot be written to (read-only storage) is read
+    /// without one: `None`, and the reason for a warning.
+    pub fn lock_reader(&self) -> (Option<LeaseGuard>, Option<String>) {
+        match self.take_lease(false) {
+            Ok(g) => (Some(g), None),
+            Err(e) => (None, Some(format!("reading without a lock ({e}); a prune running meanwhile may delete data"))),
+        }
+    }
+
     /// Takes the exclusive (prune) lease; fails with [`Error::Locked`] while
     /// another live exclusive lease exists. Of two taken at the same moment, the
     /// older (then the smaller file ID) wins.

@@ -70,6 +70,8 @@ pub struct Repository {
     tree_packs: Mutex<TreePacks>,
     /// The key file the password opened (none right after `init`'s first key).
     key_id: Option<Id>,
+    /// Local copies of index files, snapshots and tree packs (remote repositories).
+    cache: Option<crate::cache::Cache>,
 }
 
 /// Whole tree packs kept after a tree was first read from them, so that walking a
@@ -151,6 +153,7 @@ impl Repository {
             index: Mutex::new(None),
             tree_packs: Mutex::default(),
             key_id: None,
+            cache: None,
         };
         repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
@@ -204,7 +207,46 @@ impl Repository {
             open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         config.validate()?;
-        Ok(Repository { backend, rt, key, config, index: Mutex::new(None), tree_packs: Mutex::default(), key_id })
+        Ok(Repository {
+            backend,
+            rt,
+            key,
+            config,
+            index: Mutex::new(None),
+            tree_packs: Mutex::default(),
+            key_id,
+            cache: None,
+        })
+    }
+
+    /// Uses `cache` for index files, snapshots and tree packs from now on.
+    pub fn set_cache(&mut self, cache: Option<crate::cache::Cache>) {
+        self.cache = cache;
+    }
+
+    /// The local cache, if one is used.
+    pub fn cache(&self) -> Option<&crate::cache::Cache> {
+        self.cache.as_ref()
+    }
+
+    /// The cache, for the kinds it holds.
+    fn cache_for(&self, kind: FileKind) -> Option<&crate::cache::Cache> {
+        self.cache.as_ref().filter(|_| matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack))
+    }
+
+    /// A whole file, from the cache if it holds it (index files, snapshots and
+    /// tree packs), else from the backend (then cached).
+    fn fetch(&self, h: &Handle) -> Result<Bytes> {
+        if let Some(c) = self.cache_for(h.kind)
+            && let Some(d) = c.get(h)
+        {
+            return Ok(d);
+        }
+        let d = self.block_on(self.backend.read(h, None))?;
+        if let Some(c) = self.cache_for(h.kind) {
+            c.put(h, &d);
+        }
+        Ok(d)
     }
 
     /// The ID of the key file that the password opened.
@@ -252,11 +294,15 @@ impl Repository {
 
     /// Seals `payload` as a file of `kind`, named by the hash of its stored bytes.
     pub fn save_file(&self, kind: FileKind, payload: &[u8]) -> Result<Id> {
-        let sealed = self.seal_body(kind, payload);
+        let sealed = Bytes::from(self.seal_body(kind, payload));
         let id = Id::hash(&sealed);
-        match self.block_on(self.backend.write(&Handle::id(kind, &id), Bytes::from(sealed))) {
+        let h = Handle::id(kind, &id);
+        match self.block_on(self.backend.write(&h, sealed.clone())) {
             Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
+        }
+        if let Some(c) = self.cache_for(kind) {
+            c.put(&h, &sealed);
         }
         if kind == FileKind::Index {
             // The cached index no longer lists everything: reload on next use.
@@ -268,7 +314,7 @@ impl Repository {
     /// Reads, verifies (name hash, authentication) and opens a file of `kind`.
     pub fn load_file(&self, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
         let h = Handle::id(kind, id);
-        let sealed = self.block_on(self.backend.read(&h, None))?;
+        let sealed = self.fetch(&h)?;
         self.open_file(&h, &sealed)
     }
 
@@ -293,28 +339,46 @@ impl Repository {
     /// IDs of all files of `kind`.
     pub fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
         let files = self.block_on(self.backend.list(kind))?;
+        if let Some(c) = self.cache_for(kind).filter(|_| kind != FileKind::Pack) {
+            c.retain(kind, &files.iter().map(|f| f.name.clone()).collect());
+        }
         files.iter().map(|f| Id::from_hex(&f.name)).collect()
     }
 
     /// Reads many files of `kind` concurrently; results in the order of `ids`.
     pub fn load_files(&self, kind: FileKind, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
         let limit = Arc::new(tokio::sync::Semaphore::new(self.backend.concurrency().max(1) * 2));
+        let cache = self.cache_for(kind);
         let tasks: Vec<_> = ids
             .iter()
             .map(|id| {
-                let (b, limit, h) = (Arc::clone(&self.backend), Arc::clone(&limit), Handle::id(kind, id));
-                self.rt.spawn(async move {
+                let h = Handle::id(kind, id);
+                if let Some(d) = cache.and_then(|c| c.get(&h)) {
+                    return Err(d);
+                }
+                let (b, limit) = (Arc::clone(&self.backend), Arc::clone(&limit));
+                Ok(self.rt.spawn(async move {
                     let _permit = limit.acquire_owned().await;
                     b.read(&h, None).await
-                })
+                }))
             })
             .collect();
         tasks
             .into_iter()
             .zip(ids)
             .map(|(t, id)| {
-                let sealed = self.block_on(t).map_err(|e| Error::Incomplete(format!("reader failed: {e}")))??;
-                self.open_file(&Handle::id(kind, id), &sealed)
+                let h = Handle::id(kind, id);
+                let sealed = match t {
+                    Err(cached) => cached,
+                    Ok(t) => {
+                        let d = self.block_on(t).map_err(|e| Error::Incomplete(format!("reader failed: {e}")))??;
+                        if let Some(c) = cache {
+                            c.put(&h, &d);
+                        }
+                        d
+                    }
+                };
+                self.open_file(&h, &sealed)
             })
             .collect()
     }
@@ -385,6 +449,10 @@ impl Repository {
             return Ok(Arc::clone(i));
         }
         let idx = Arc::new(Index::build(self.load_index_files()?));
+        if let Some(c) = &self.cache {
+            // Cached tree packs that no index lists any more (pruned) go.
+            c.retain(FileKind::Pack, &idx.packs().iter().map(|(id, _)| id.to_hex()).collect());
+        }
         *slot = Some(Arc::clone(&idx));
         Ok(idx)
     }
@@ -403,7 +471,7 @@ impl Repository {
         let data = match cached {
             Some(d) => d,
             None => {
-                let d = self.block_on(self.backend.read(&Handle::id(FileKind::Pack, pack), None))?;
+                let d = self.fetch(&Handle::id(FileKind::Pack, pack))?;
                 self.tree_packs.lock().expect("poisoned").insert(*pack, d.clone());
                 d
             }

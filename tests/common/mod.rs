@@ -217,6 +217,7 @@ impl TestEnv {
         }
         cmd.env("CAIRN_REPOSITORY", &self.repo)
             .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN_CACHE_DIR", self.dir.path().join("cache"))
             .env_remove("CAIRN_PASSWORD_FILE")
             .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("RUST_BACKTRACE")
