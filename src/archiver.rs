@@ -574,7 +574,7 @@ pub fn backup(
         None => None,
     };
 
-    let _lock = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
+    let lease = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
     let packer = Packer::new(repo, opts.dry_run);
     let level = opts.compression.unwrap_or(repo.config().compression);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
@@ -655,6 +655,13 @@ pub fn backup(
         summary,
         original: None,
     };
+    if lease.as_ref().is_some_and(|l| l.may_have_expired()) {
+        return Err(Error::Incomplete(
+            "the backup's lock could not be renewed for almost 30 minutes, so a prune may have removed data it \
+             reused; the snapshot was not saved (run the backup again)"
+                .into(),
+        ));
+    }
     let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
     Ok(BackupResult { id, snapshot })
 }

@@ -115,7 +115,9 @@ impl Renewer {
 
 /// A held lease: renewed in the background, removed when dropped.
 pub struct LeaseGuard {
-    state: Arc<(std::sync::Mutex<Id>, AtomicBool)>,
+    /// The current lock file, whether a renewal failed, and when the lease was
+    /// last written successfully.
+    state: Arc<(std::sync::Mutex<(Id, std::time::Instant)>, AtomicBool)>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     renewer: Arc<Renewer>,
@@ -130,12 +132,21 @@ impl LeaseGuard {
 
     /// The current lock file's ID.
     pub fn file_id(&self) -> Id {
-        *self.state.0.lock().expect("poisoned")
+        self.state.0.lock().expect("poisoned").0
     }
 
     /// Whether a renewal failed (the lease may have expired for others).
     pub fn renewal_failed(&self) -> bool {
         self.state.1.load(Ordering::SeqCst)
+    }
+
+    /// Whether others may already consider the lease expired: renewals failed
+    /// for so long that the last lock file written is close to [`EXPIRY`]. A
+    /// writer must then not save a snapshot: a prune may have deleted data it
+    /// reused.
+    pub fn may_have_expired(&self) -> bool {
+        let last = self.state.0.lock().expect("poisoned").1;
+        last.elapsed() + Duration::from_secs(5 * 60) >= EXPIRY
     }
 }
 
@@ -167,7 +178,7 @@ impl Repository {
         let renewer =
             Arc::new(Renewer { backend: Arc::clone(self.backend()), rt: self.rt.clone(), key: self.key.clone() });
         let id = renewer.write(&lock)?;
-        let state = Arc::new((std::sync::Mutex::new(id), AtomicBool::new(false)));
+        let state = Arc::new((std::sync::Mutex::new((id, std::time::Instant::now())), AtomicBool::new(false)));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let thread = {
             let (state, renewer, mut lock) = (Arc::clone(&state), Arc::clone(&renewer), lock.clone());
@@ -178,8 +189,11 @@ impl Repository {
                         lock.time = chrono::Local::now().fixed_offset();
                         match renewer.write(&lock) {
                             Ok(new) => {
-                                let old = std::mem::replace(&mut *state.0.lock().expect("poisoned"), new);
-                                renewer.remove(&old);
+                                let old = std::mem::replace(
+                                    &mut *state.0.lock().expect("poisoned"),
+                                    (new, std::time::Instant::now()),
+                                );
+                                renewer.remove(&old.0);
                             }
                             Err(_) => state.1.store(true, Ordering::SeqCst),
                         }
@@ -239,5 +253,58 @@ impl Repository {
             .zip(files)
             .filter_map(|(id, r)| r.ok().and_then(|b| serde_json::from_slice::<Lock>(&b).ok()).map(|l| (id, l)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+    use crate::crypto::KdfParams;
+    use crate::repo::InitOptions;
+
+    fn lock(minutes_ago: i64, pid: u32, host: &str) -> Lock {
+        let t = (chrono::Local::now() - chrono::Duration::minutes(minutes_ago)).fixed_offset();
+        Lock {
+            time: t,
+            created: Some(t),
+            lease: "x".into(),
+            hostname: host.into(),
+            username: "u".into(),
+            pid,
+            exclusive: false,
+        }
+    }
+
+    #[test]
+    fn leases_expire_by_time_and_by_dead_process() {
+        let me = std::process::id();
+        assert!(lock(1, me, &crate::util::hostname()).is_live());
+        assert!(!lock(31, me, &crate::util::hostname()).is_live(), "not renewed for 31 minutes");
+        // A PID that cannot exist on this host: the process is gone.
+        assert!(!lock(1, u32::MAX - 1, &crate::util::hostname()).is_live());
+        // On another host only the time counts.
+        assert!(lock(1, u32::MAX - 1, "elsewhere.example").is_live());
+    }
+
+    #[test]
+    fn a_writer_whose_lease_may_have_expired_knows_it() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let b: crate::backend::DynBackend = Arc::new(MemBackend::new());
+        let opts =
+            InitOptions { kdf: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, ..Default::default() };
+        let repo = Repository::init(b, rt.handle().clone(), b"pw", &opts).unwrap();
+        let guard = repo.lock_shared().unwrap();
+        assert!(!guard.may_have_expired());
+        assert_eq!(repo.leases().unwrap().len(), 1);
+        // As if every renewal had failed for 26 minutes.
+        guard.state.0.lock().unwrap().1 = std::time::Instant::now() - Duration::from_secs(26 * 60);
+        assert!(guard.may_have_expired());
+        // A second exclusive lease is refused while the first is live.
+        let first = repo.lock_exclusive().unwrap();
+        assert!(matches!(repo.lock_exclusive(), Err(Error::Locked(_))));
+        drop(first);
+        drop(guard);
+        assert!(repo.leases().unwrap().is_empty(), "dropped leases leave no lock file");
     }
 }
