@@ -377,7 +377,8 @@ fn tag_refuses_bad_requests() {
     // No snapshot and no filter.
     let r = env.cairn(["tag", "--add", "x"]);
     r.expect_code(1);
-    assert!(r.stderr.contains("--host") && r.stderr.contains("SNAPSHOT"), "{}", r.stderr);
+    assert!(r.stderr.contains("name the snapshots") && r.stderr.contains("--host"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "not one line: {}", r.stderr);
     // Nothing to change.
     let r = env.cairn(["tag", &a]);
     r.expect_code(1);

@@ -32,6 +32,11 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether no filter was given.
+    pub(super) fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
     /// Whether snapshot `s` passes the filter.
     pub(super) fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))

@@ -6,13 +6,12 @@ use anyhow::Result;
 use cairn::Id;
 use cairn::repo::keys::TagChange;
 use cairn::repo::snapshot::Snapshot;
-use clap::{ArgGroup, Args};
+use clap::Args;
 
 use super::browse::Filter;
 use super::{Global, Output};
 
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("selection").required(true).multiple(true).args(["snapshots", "hosts", "tags", "paths"])))]
 pub struct TagArgs {
     /// Snapshots to change: IDs, unique prefixes or `latest`. Without any, every
     /// snapshot that passes the filters; with filters too, only those named that
@@ -39,6 +38,9 @@ fn tags(v: Vec<String>) -> Vec<String> {
 }
 
 pub fn run(g: &Global, out: &Output, a: TagArgs) -> Result<i32> {
+    if a.snapshots.is_empty() && a.filter.is_empty() {
+        return Err(anyhow::anyhow!("name the snapshots to change, or select them with --host, --tag or --path"));
+    }
     let change = TagChange::new(a.set.map(tags), tags(a.add), tags(a.remove))?;
     let repo = g.open()?;
     let selected = select(&repo, &a.snapshots, &a.filter)?;
