@@ -749,6 +749,40 @@ mod tests {
     }
 
     #[test]
+    fn classifies_connection_failures_from_ssh_stderr() {
+        let b = SftpBackend::new("host:/r", SftpOptions::default()).unwrap();
+        let said = |lines: &[&str]| {
+            let mut log = b.ssh_log.lock().unwrap();
+            log.clear();
+            log.extend(lines.iter().map(|l| l.to_string()));
+        };
+        let msg = |e: BackendError| (e.is_transient(), e.to_string());
+
+        said(&["alice@host: Permission denied (publickey)."]);
+        let (transient, m) = msg(b.connect_error("eof".into()));
+        assert!(!transient && m.contains("authentication refused") && m.contains("Permission denied"), "{m}");
+        said(&["Host key verification failed."]);
+        assert!(msg(b.connect_error("eof".into())).1.contains("host key is unknown or has changed"));
+        said(&["ssh: Could not resolve hostname nowhere: Name or service not known"]);
+        assert!(msg(b.connect_error("eof".into())).1.contains("unknown host"));
+        said(&["ssh: connect to host 127.0.0.1 port 1: Connection refused"]);
+        let (transient, m) = msg(b.connect_error("eof".into()));
+        assert!(!transient && m.contains("server unreachable"), "before any connection it is final: {m}");
+        said(&[]);
+        assert!(msg(b.connect_error("no SFTP session".into())).1.contains("cannot connect (no SFTP session)"));
+
+        // Once a connection has worked, a lost server may come back: retried. A
+        // refused key or an unknown host stay final.
+        b.connected.store(true, Ordering::SeqCst);
+        said(&["ssh: connect to host 127.0.0.1 port 22: Connection refused"]);
+        assert!(b.connect_error("eof".into()).is_transient());
+        said(&["alice@host: Permission denied (publickey)."]);
+        assert!(!b.connect_error("eof".into()).is_transient());
+        said(&["ssh: Could not resolve hostname nowhere: Name or service not known"]);
+        assert!(!b.connect_error("eof".into()).is_transient());
+    }
+
+    #[test]
     fn builds_the_ssh_command() {
         let o = SftpOptions { args: Some("-i /k -o X=1".into()), ..SftpOptions::default() };
         let b = SftpBackend::new("//me@h:2222//r", o).unwrap();
