@@ -123,7 +123,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
             Err(e) => found.error(format!("index/{id}: {e}")),
         }
     }
-    let index = Index::build(files);
+    // Also the repository's index for the tree walk below: loaded once.
+    let index = repo.set_index(Index::build(&files));
 
     // Every indexed pack exists with its size.
     let listed: HashMap<String, u64> =

@@ -173,10 +173,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     // The snapshots first, then the index: a backup writes its index before its
     // snapshot, so every snapshot seen here has its blobs in an index listed below.
     let snaps = repo.snapshots()?;
-    repo.invalidate_index();
 
-    // Index files and the packs they list.
+    // Index files and the packs they list; also the index the tree walk uses.
     let files = repo.load_index_files()?;
+    repo.set_index(crate::repo::index::Index::build(&files));
     let read_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
     let mut live: Vec<IndexPack> = Vec::new();
@@ -327,7 +327,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     let n1 = repo.save_file(FileKind::Index, &new_index.encode())?;
     crash_point("prune:after-index");
     for id in &read_ids {
-        remove_ignoring_missing(repo, &Handle::id(FileKind::Index, id))?;
+        repo.remove_file(&Handle::id(FileKind::Index, id))?;
     }
     repo.invalidate_index();
     crash_point("prune:after-old-index-removed");
@@ -359,7 +359,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     let mut done = 0;
     for p in &deleted {
         crate::check_interrupted()?;
-        remove_ignoring_missing(repo, &Handle::id(FileKind::Pack, &p.pack.id))?;
+        repo.remove_file(&Handle::id(FileKind::Pack, &p.pack.id))?;
         done += 1;
         if done == 1 {
             crash_point("prune:mid-delete");
@@ -375,7 +375,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
         let last = IndexFile { supersedes: vec![n1], packs: keep, pending: deferred };
         repo.save_file(FileKind::Index, &last.encode())?;
         crash_point("prune:after-final-index");
-        remove_ignoring_missing(repo, &Handle::id(FileKind::Index, &n1))?;
+        repo.remove_file(&Handle::id(FileKind::Index, &n1))?;
         repo.invalidate_index();
     }
 
@@ -393,7 +393,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
             if indexed.contains(&id) || gone.contains(&id) {
                 continue;
             }
-            remove_ignoring_missing(repo, &Handle::id(FileKind::Pack, &id))?;
+            repo.remove_file(&Handle::id(FileKind::Pack, &id))?;
             stats.unindexed_deleted += 1;
             stats.unindexed_bytes_deleted += f.size;
         }
@@ -402,12 +402,4 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
         stats.temporaries_deleted = repo.block_on(backend.remove_stale_temporaries(TEMP_AGE))?;
     }
     Ok(stats)
-}
-
-fn remove_ignoring_missing(repo: &Repository, h: &Handle) -> Result<()> {
-    match repo.block_on(repo.backend().remove(h)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }

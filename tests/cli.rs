@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::fidelity::*;
 use common::*;
@@ -27,32 +27,6 @@ fn num(v: &Value, k: &str) -> u64 {
 #[track_caller]
 fn snap_id(v: &Value) -> String {
     v["snapshot_id"].as_str().unwrap_or_else(|| panic!("no snapshot_id in {v}")).to_string()
-}
-
-/// Finds where blob `id` is stored, from the decrypted index files:
-/// (pack ID, offset, stored length).
-fn locate_blob(env: &TestEnv, id: &str) -> (String, u64, u64) {
-    for f in env.repo_files("index") {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let idx = env.cairn(["cat", "index", &name]).ok().json();
-        for p in idx["packs"].as_array().expect("index packs") {
-            for b in p["blobs"].as_array().expect("pack blobs") {
-                if b["id"] == id {
-                    return (
-                        p["id"].as_str().unwrap().to_string(),
-                        b["offset"].as_u64().unwrap(),
-                        b["length"].as_u64().unwrap(),
-                    );
-                }
-            }
-        }
-    }
-    panic!("blob {id} is in no index file");
-}
-
-/// The pack file for a pack ID.
-fn pack_path(env: &TestEnv, pack: &str) -> PathBuf {
-    env.repo.join("data").join(&pack[..2]).join(pack)
 }
 
 fn content_ids(node: &Value) -> Vec<String> {

@@ -506,24 +506,6 @@ fn dump_of_a_missing_path_fails_clearly() {
     }
 }
 
-/// Finds where blob `id` is stored: (pack file, offset, stored length).
-fn locate_blob(env: &TestEnv, id: &str) -> (std::path::PathBuf, u64, u64) {
-    for f in env.repo_files("index") {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
-        let idx = env.cairn(["cat", "index", &name]).ok().json();
-        for p in idx["packs"].as_array().expect("index packs") {
-            for b in p["blobs"].as_array().expect("pack blobs") {
-                if b["id"] == id {
-                    let pack = p["id"].as_str().unwrap();
-                    let path = env.repo.join("data").join(&pack[..2]).join(pack);
-                    return (path, b["offset"].as_u64().unwrap(), b["length"].as_u64().unwrap());
-                }
-            }
-        }
-    }
-    panic!("blob {id} is in no index file");
-}
-
 #[test]
 fn dump_with_a_damaged_chunk_fails_and_leaves_the_archive_unfinished() {
     use std::os::unix::fs::FileExt;
@@ -537,6 +519,7 @@ fn dump_with_a_damaged_chunk_fails_and_leaves_the_archive_unfinished() {
     let node = env.node(&id, &src.join("big.bin"));
     let second = node["content"][1].as_str().unwrap().to_string();
     let (pack, offset, len) = locate_blob(&env, &second);
+    let pack = pack_path(&env, &pack);
     let f = fs::OpenOptions::new().write(true).open(&pack).unwrap();
     f.write_all_at(b"garbage!", offset + len / 2).unwrap();
 

@@ -139,11 +139,8 @@ pub fn run(g: &Global, out: &Output, a: ForgetArgs) -> Result<i32> {
         return Ok(0);
     }
     for id in &remove {
-        match repo.block_on(repo.backend().remove(&Handle::id(FileKind::Snapshot, id))) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("removing snapshot {}", id.short()))),
-        }
+        repo.remove_file(&Handle::id(FileKind::Snapshot, id))
+            .map_err(|e| anyhow::Error::from(e).context(format!("removing snapshot {}", id.short())))?;
     }
     if !out.json {
         out.info(format!("removed {} snapshot(s)", remove.len()));

@@ -192,11 +192,11 @@ pub struct Index {
 
 impl Index {
     /// Builds the table from index files, skipping superseded ones.
-    pub fn build(files: Vec<(Id, IndexFile)>) -> Index {
+    pub fn build(files: &[(Id, IndexFile)]) -> Index {
         let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = Index::default();
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
-        let mut add = |idx: &mut Index, p: IndexPack, pending: bool| {
+        let mut add = |idx: &mut Index, p: &IndexPack, pending: bool| {
             let no = *pack_no.entry(p.id).or_insert_with(|| {
                 idx.packs.push((p.id, p.size));
                 idx.pack_pending.push(pending);
@@ -214,14 +214,14 @@ impl Index {
             }));
         };
         for (id, f) in files {
-            if superseded.contains(&id) {
+            if superseded.contains(id) {
                 continue;
             }
-            for p in f.packs {
+            for p in &f.packs {
                 add(&mut idx, p, false);
             }
-            for p in f.pending {
-                add(&mut idx, p.pack, true);
+            for p in &f.pending {
+                add(&mut idx, &p.pack, true);
             }
         }
         for slots in [&mut idx.slots, &mut idx.pending] {
@@ -330,7 +330,7 @@ mod tests {
             packs: vec![IndexPack { id: Id::hash(b"gone"), size: 100, blobs: vec![entry(9, 0)] }],
             pending: vec![],
         };
-        let idx = Index::build(vec![(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]);
+        let idx = Index::build(&[(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]);
         assert_eq!(idx.len(), 3, "superseded index files are ignored");
         let l = idx.get(&Id::hash(&[2])).unwrap();
         assert_eq!(idx.packs()[l.pack as usize].0, Id::hash(b"p"));
@@ -355,7 +355,7 @@ mod tests {
         for cut in 0..enc.len() {
             assert!(IndexFile::decode(&enc[..cut]).is_err(), "truncated at {cut}");
         }
-        let idx = Index::build(vec![(Id::hash(b"f"), f)]);
+        let idx = Index::build(&[(Id::hash(b"f"), f)]);
         // Blob 2 lives only in the pending pack: readable, not reusable.
         assert!(!idx.contains(&Id::hash(&[2])));
         assert!(idx.is_pending(&Id::hash(&[2])));

@@ -448,13 +448,34 @@ impl Repository {
         if let Some(i) = &*slot {
             return Ok(Arc::clone(i));
         }
-        let idx = Arc::new(Index::build(self.load_index_files()?));
+        let idx = Arc::new(Index::build(&self.load_index_files()?));
+        self.adopt_index(&mut slot, Arc::clone(&idx));
+        Ok(idx)
+    }
+
+    /// Uses `idx`, built by the caller from index files it loaded anyway, as the
+    /// in-memory index (instead of loading them a second time).
+    pub fn set_index(&self, idx: Index) -> Arc<Index> {
+        let idx = Arc::new(idx);
+        self.adopt_index(&mut self.index.lock().expect("poisoned"), Arc::clone(&idx));
+        idx
+    }
+
+    fn adopt_index(&self, slot: &mut Option<Arc<Index>>, idx: Arc<Index>) {
         if let Some(c) = &self.cache {
             // Cached tree packs that no index lists any more (pruned) go.
             c.retain(FileKind::Pack, &idx.packs().iter().map(|(id, _)| id.to_hex()).collect());
         }
-        *slot = Some(Arc::clone(&idx));
-        Ok(idx)
+        *slot = Some(idx);
+    }
+
+    /// Removes a file; one that is already gone is fine.
+    pub fn remove_file(&self, h: &Handle) -> Result<()> {
+        match self.block_on(self.backend.remove(h)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads a blob's stored bytes from its pack.

@@ -670,3 +670,29 @@ pub fn file_set(root: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Finds where blob `id` is stored, from the decrypted index files:
+/// (pack ID, offset, stored length).
+pub fn locate_blob(env: &TestEnv, id: &str) -> (String, u64, u64) {
+    for f in env.repo_files("index") {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let idx = env.cairn(["cat", "index", &name]).ok().json();
+        for p in idx["packs"].as_array().expect("index packs") {
+            for b in p["blobs"].as_array().expect("pack blobs") {
+                if b["id"] == id {
+                    return (
+                        p["id"].as_str().unwrap().to_string(),
+                        b["offset"].as_u64().unwrap(),
+                        b["length"].as_u64().unwrap(),
+                    );
+                }
+            }
+        }
+    }
+    panic!("blob {id} is in no index file");
+}
+
+/// The pack file for a pack ID.
+pub fn pack_path(env: &TestEnv, pack: &str) -> PathBuf {
+    env.repo.join("data").join(&pack[..2]).join(pack)
+}
