@@ -187,6 +187,31 @@ fn dedup_insertion_at_the_start_reuses_all_but_a_few_chunks() {
     assert!(num(&second, "data_added") < 16 << 20, "inserting 100 bytes added {} bytes", num(&second, "data_added"));
 }
 
+/// The default chunk sizes keep a disk image or database file with a few scattered
+/// 4 KiB rewrites mostly deduplicated (restic's and borg's 1-2 MiB chunks would all
+/// be touched).
+#[test]
+fn scattered_4k_rewrites_store_a_small_part_of_a_large_file() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let mut data = Rng::new(7).bytes(32 << 20);
+    write(src.join("disk.img"), &data);
+    env.init(&[]);
+    env.backup_ok(&[s(&src)]);
+
+    // Rewrite 40 scattered 4 KiB blocks (0.5% of the file).
+    let mut rng = Rng::new(8);
+    let blocks = data.len() / 4096;
+    for _ in 0..40 {
+        let b = (rng.next_u64() % blocks as u64) as usize;
+        data[b * 4096..(b + 1) * 4096].copy_from_slice(&rng.bytes(4096));
+    }
+    write(src.join("disk.img"), &data);
+    let second = env.backup_ok(&[s(&src)]);
+    let added = num(&second, "data_added");
+    assert!(added < data.len() as u64 / 4, "40 scattered 4 KiB rewrites stored {added} of {} bytes", data.len());
+}
+
 #[test]
 fn dedup_identical_files_are_stored_once() {
     let env = TestEnv::new();

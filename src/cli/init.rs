@@ -10,7 +10,7 @@ use super::{Global, Output, parse_size};
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// Chunk sizes MIN,AVG,MAX (e.g. 512K,1M,8M).
+    /// Chunk sizes MIN,AVG,MAX (default 64K,128K,1M).
     #[arg(long, value_name = "MIN,AVG,MAX")]
     chunk_size: Option<String>,
     /// Default compression: off, fastest, default, max or a zstd level 1-22.
