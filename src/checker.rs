@@ -124,7 +124,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
         }
     }
     // Also the repository's index for the tree walk below: loaded once.
-    let index = repo.set_index(Index::build(&files));
+    let index = repo.set_index(Index::build(&files)?);
 
     // Every indexed pack exists with its size.
     let listed: HashMap<String, u64> =

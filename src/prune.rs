@@ -176,7 +176,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
 
     // Index files and the packs they list; also the index the tree walk uses.
     let files = repo.load_index_files()?;
-    repo.set_index(crate::repo::index::Index::build(&files));
+    repo.set_index(crate::repo::index::Index::build(&files)?);
     let read_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
     let mut live: Vec<IndexPack> = Vec::new();

@@ -168,15 +168,31 @@ pub struct Location {
     pub entry: BlobEntry,
 }
 
-/// One entry of the sorted in-memory table (52 bytes).
+/// Bytes of a blob ID kept in memory. 192 bits: two different blobs share them
+/// with a probability of about n²/2¹⁹³ for n blobs (under 10⁻³⁰ for 10¹² blobs);
+/// a blob read back is still verified against its full ID.
+const KEY: usize = 24;
+/// Flag bits in the top of [`Slot::pack`].
+const TREE: u32 = 1 << 31;
+const COMPRESSED: u32 = 1 << 30;
+/// At most this many packs (2³⁰, 16 PiB at the default pack size).
+const MAX_PACKS: usize = 1 << 30;
+
+/// One entry of the sorted in-memory table: 40 bytes per blob.
 #[derive(Clone, Copy)]
 struct Slot {
-    id: [u8; 32],
+    key: [u8; KEY],
+    /// Position in [`Index::packs`], with the blob type and compression flags.
     pack: u32,
     offset: u32,
     length: u32,
     raw_length: u32,
-    flags: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+
+fn key(id: &Id) -> [u8; KEY] {
+    id.0[..KEY].try_into().expect("KEY <= 32")
 }
 
 /// Every blob's location, built from all index files.
@@ -191,8 +207,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// Builds the table from index files, skipping superseded ones.
-    pub fn build(files: &[(Id, IndexFile)]) -> Index {
+    /// Builds the table from index files, skipping superseded ones. Fails only
+    /// for more than 2³⁰ packs.
+    pub fn build(files: &[(Id, IndexFile)]) -> Result<Index> {
         let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         let mut idx = Index::default();
         let mut pack_no: HashMap<Id, u32> = HashMap::new();
@@ -205,12 +222,13 @@ impl Index {
             idx.pack_pending[no as usize] &= pending;
             let slots = if pending { &mut idx.pending } else { &mut idx.slots };
             slots.extend(p.blobs.iter().map(|b| Slot {
-                id: b.id.0,
-                pack: no,
+                key: key(&b.id),
+                pack: no
+                    | if b.blob_type == BlobType::Tree { TREE } else { 0 }
+                    | if b.compressed { COMPRESSED } else { 0 },
                 offset: b.offset,
                 length: b.length,
                 raw_length: b.raw_length,
-                flags: (b.blob_type == BlobType::Tree) as u8 | (u8::from(b.compressed) << 1),
             }));
         };
         for (id, f) in files {
@@ -225,40 +243,40 @@ impl Index {
             }
         }
         for slots in [&mut idx.slots, &mut idx.pending] {
-            slots.sort_unstable_by_key(|s| s.id);
-            slots.dedup_by(|a, b| a.id == b.id);
+            slots.sort_unstable_by_key(|s| s.key);
+            slots.dedup_by(|a, b| a.key == b.key);
             slots.shrink_to_fit();
         }
         // A blob also stored in a live pack is not pending.
         let live = &idx.slots;
-        idx.pending.retain(|s| live.binary_search_by(|l| l.id.cmp(&s.id)).is_err());
-        idx
+        idx.pending.retain(|s| find(live, &s.key).is_none());
+        if idx.packs.len() > MAX_PACKS {
+            return Err(Error::corrupt(format!("the index lists {} packs, more than {MAX_PACKS}", idx.packs.len())));
+        }
+        Ok(idx)
     }
 
     /// The location of blob `id`, if indexed (also in a pack pending deletion).
     pub fn get(&self, id: &Id) -> Option<Location> {
-        let find = |slots: &[Slot]| slots.binary_search_by(|s| s.id.cmp(&id.0)).ok().map(|i| slots[i]);
-        find(&self.slots).or_else(|| find(&self.pending)).map(|s| self.location(&s))
-    }
-
-    fn location(&self, s: &Slot) -> Location {
-        Location {
-            pack: s.pack,
+        let k = key(id);
+        let s = find(&self.slots, &k).or_else(|| find(&self.pending, &k))?;
+        Some(Location {
+            pack: s.pack & !(TREE | COMPRESSED),
             entry: BlobEntry {
-                blob_type: if s.flags & 1 == 1 { BlobType::Tree } else { BlobType::Data },
-                compressed: s.flags & 2 == 2,
-                id: Id(s.id),
+                blob_type: if s.pack & TREE != 0 { BlobType::Tree } else { BlobType::Data },
+                compressed: s.pack & COMPRESSED != 0,
+                id: *id,
                 offset: s.offset,
                 length: s.length,
                 raw_length: s.raw_length,
             },
-        }
+        })
     }
 
     /// Whether blob `id` is stored in a live pack (not one pending deletion):
     /// whether a backup may reuse it.
     pub fn contains(&self, id: &Id) -> bool {
-        self.slots.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
+        find(&self.slots, &key(id)).is_some()
     }
 
     /// The pack table: (pack ID, size).
@@ -284,13 +302,12 @@ impl Index {
 
     /// Whether blob `id` lives only in a pack pending deletion.
     pub fn is_pending(&self, id: &Id) -> bool {
-        !self.contains(id) && self.pending.binary_search_by(|s| s.id.cmp(&id.0)).is_ok()
+        !self.contains(id) && find(&self.pending, &key(id)).is_some()
     }
+}
 
-    /// Every blob's location in a live pack.
-    pub fn iter(&self) -> impl Iterator<Item = Location> + '_ {
-        self.slots.iter().map(|s| self.location(s))
-    }
+fn find<'a>(slots: &'a [Slot], k: &[u8; KEY]) -> Option<&'a Slot> {
+    slots.binary_search_by(|s| s.key.cmp(k)).ok().map(|i| &slots[i])
 }
 
 #[cfg(test)]
@@ -330,13 +347,24 @@ mod tests {
             packs: vec![IndexPack { id: Id::hash(b"gone"), size: 100, blobs: vec![entry(9, 0)] }],
             pending: vec![],
         };
-        let idx = Index::build(&[(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]);
+        let idx = Index::build(&[(Id::hash(b"a"), f), (Id::hash(b"b"), g), (Id::hash(b"old"), old)]).unwrap();
         assert_eq!(idx.len(), 3, "superseded index files are ignored");
         let l = idx.get(&Id::hash(&[2])).unwrap();
         assert_eq!(idx.packs()[l.pack as usize].0, Id::hash(b"p"));
         assert_eq!(l.entry, entry(2, 100));
         assert!(!idx.contains(&Id::hash(&[9])));
         assert!(idx.get(&Id::hash(b"nope")).is_none());
+        // Blob type and compression flags survive in the packed slot.
+        let tree = BlobEntry { blob_type: BlobType::Tree, compressed: true, ..entry(4, 0) };
+        let h = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack { id: Id::hash(b"t"), size: 500, blobs: vec![tree, entry(5, 100)] }],
+            pending: vec![],
+        };
+        let idx = Index::build(&[(Id::hash(b"h"), h)]).unwrap();
+        assert_eq!(idx.get(&Id::hash(&[4])).unwrap().entry, tree);
+        assert_eq!(idx.get(&Id::hash(&[5])).unwrap().entry, entry(5, 100));
+        assert_eq!(idx.get(&Id::hash(&[4])).unwrap().pack, 0);
     }
 
     #[test]
@@ -355,7 +383,7 @@ mod tests {
         for cut in 0..enc.len() {
             assert!(IndexFile::decode(&enc[..cut]).is_err(), "truncated at {cut}");
         }
-        let idx = Index::build(&[(Id::hash(b"f"), f)]);
+        let idx = Index::build(&[(Id::hash(b"f"), f)]).unwrap();
         // Blob 2 lives only in the pending pack: readable, not reusable.
         assert!(!idx.contains(&Id::hash(&[2])));
         assert!(idx.is_pending(&Id::hash(&[2])));

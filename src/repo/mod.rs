@@ -448,7 +448,7 @@ impl Repository {
         if let Some(i) = &*slot {
             return Ok(Arc::clone(i));
         }
-        let idx = Arc::new(Index::build(&self.load_index_files()?));
+        let idx = Arc::new(Index::build(&self.load_index_files()?)?);
         self.adopt_index(&mut slot, Arc::clone(&idx));
         Ok(idx)
     }
