@@ -52,6 +52,20 @@ pub async fn run_async(b: DynBackend) {
         assert!(b.remove(&h).await.expect_err("remove missing").is_not_found());
     }
 
+    // A pack-sized file whose length is not a multiple of any block size: whole
+    // and ranged reads at unaligned offsets, small and large, up to the end.
+    let big: Vec<u8> = (0..3_000_017u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let h = Handle { kind: FileKind::Pack, name: name(2000) };
+    b.write(&h, Bytes::from(big.clone())).await.expect("write large");
+    assert!(b.read(&h, None).await.expect("read large").as_ref() == &big[..], "large file read back differs");
+    for r in [0..1_048_576, 4097..1_500_001, 1_000_000..3_000_017, 2_999_000..3_000_017, 12_345..12_999] {
+        let got = b.read(&h, Some(r.start as u64..r.end as u64)).await.expect("large range");
+        assert!(got.as_ref() == &big[r.clone()], "range {r:?} of a large file differs");
+    }
+    assert!(b.read(&h, Some(1_000_000..3_000_018)).await.is_err(), "large range past the end must fail");
+    assert_eq!(b.list(FileKind::Pack).await.expect("list")[0].size, 3_000_017);
+    b.remove(&h).await.expect("remove large");
+
     // Empty files.
     let empty = Handle { kind: FileKind::Lock, name: name(1000) };
     b.write(&empty, Bytes::new()).await.expect("write empty");
