@@ -13,9 +13,17 @@ mtimes.  Data sets:
           a near-duplicate of the disk image (a few 64 KiB regions changed),
           exact duplicates of ~2% of the small files, some empty files,
           empty directories and relative symlinks.
+          (scale 2.7: ~2.7 GiB, ~100k files, the size of the reference tree in
+          docs/performance.md.)
   small   only small text-like files (per-file overhead), ~100k files/GiB.
   large   a few large files only (raw throughput: chunking, hashing,
           compression, encryption).
+  sparse  one sparse-ish 10 GiB file at scale 1 (a thin-provisioned VM disk):
+          ~12% of it written in extents of 64 KiB-8 MiB (zeroed, code-like,
+          text and random), the rest holes.
+  tiny    1 million empty or tiny (< 200 bytes) files at scale 1, 1,000 per
+          directory (per-file cost at scale; memory that must not grow with
+          the file count).
 
 Usage: gen-tree.py [--kind mixed] [--scale 1.0] [--seed 42] DEST
 DEST must not exist; it is written under DEST.tmp and renamed on success.
@@ -255,7 +263,7 @@ def gen_mixed(g, scale):
     s = scale
     dirs_text = g.make_dirs(max(3, int(1500 * s)), ["home/user/docs", "home/user/src", "etc", "usr/share", "srv/www"])
     dirs_bin = g.make_dirs(max(2, int(150 * s)), ["usr/lib", "opt/app/lib", "home/user/.cache"])
-    g.small_text_files(max(10, int(27000 * s)), dirs_text)
+    g.small_text_files(max(10, int(33500 * s)), dirs_text)
     g.binary_files(max(4, int(2400 * s)), dirs_bin)
     # Large files.
     g.write("srv/media/recording.mkv", g.randbytes(int(160 * MiB * s)), "large-random")
@@ -299,7 +307,51 @@ def gen_large(g, scale):
     g.write("app.log", g.logtext(n // 4), "large-log")
 
 
-KINDS = {"mixed": gen_mixed, "small": gen_small, "large": gen_large}
+def gen_sparse(g, scale):
+    size = int(10 * 1024 * MiB * scale)
+    path = os.path.join(g.root, "vm", "disk.qcow-raw")
+    g.mkdirs("vm")
+    r = g.rng
+    written = 0
+    with open(path, "wb") as f:
+        f.truncate(size)
+        off = 0
+        while off < size:
+            off += r.randint(1, 16) * 4 * MiB  # a hole
+            k = min(size - off, r.randint(1, 128) * 64 * KiB)
+            if k <= 0:
+                break
+            x = r.random()
+            data = bytes(k) if x < 0.1 else g.lowentropy(k) if x < 0.6 else g.text(k, "v") if x < 0.8 else g.randbytes(k)
+            f.seek(off)
+            f.write(data)
+            written += k
+            off += k
+    mt = EPOCH
+    os.utime(path, (mt, mt))
+    g.files += 1
+    g.bytes += size
+    g.written.append(("vm/disk.qcow-raw", size, f"sparse ({written // MiB} MiB written)"))
+
+
+def gen_tiny(g, scale):
+    n = max(10, int(1_000_000 * scale))
+    r = g.rng
+    for i in range(n):
+        d = f"d{i // 1000:04}"
+        if i % 1000 == 0:
+            g.mkdirs(d)
+        size = 0 if r.random() < 0.3 else r.randint(1, 199)
+        data = r.randbytes(size) if r.random() < 0.5 else (b"x%d\n" % i * size)[:size]
+        rel = f"{d}/f{i:07}"
+        with open(os.path.join(g.root, rel), "wb") as f:
+            f.write(data)
+        g.files += 1
+        g.bytes += size
+        g.written.append((rel, size, "tiny"))
+
+
+KINDS = {"mixed": gen_mixed, "small": gen_small, "large": gen_large, "sparse": gen_sparse, "tiny": gen_tiny}
 
 
 def main():
