@@ -234,8 +234,15 @@ fn set_metadata(item: &Item, as_root: bool) -> io::Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// A blob to place: (file job, offset in the file).
-type Targets = Vec<(usize, u64)>;
+/// One blob to place: where it is and where it goes.
+struct Want {
+    pack: u32,
+    entry: BlobEntry,
+    /// The file job.
+    job: usize,
+    /// Offset in the file.
+    file_offset: u64,
+}
 
 /// Restores `snapshot` according to `opts`.
 pub fn restore(
@@ -322,8 +329,9 @@ pub fn restore(
     progress.total_bytes.store(summary.bytes, Ordering::Relaxed);
     progress.total_files.store(summary.files, Ordering::Relaxed);
 
-    // Plan the reads: pack -> blobs -> where each goes.
-    let mut by_pack: HashMap<u32, HashMap<Id, (BlobEntry, Targets)>> = HashMap::new();
+    // Plan the reads: every blob occurrence with where it goes, sorted by pack and
+    // position in the pack (one flat vector: no per-blob allocation).
+    let mut wants: Vec<Want> = Vec::new();
     for (j, job) in jobs.iter_mut().enumerate() {
         if job.link_of.is_some() {
             continue;
@@ -336,27 +344,17 @@ pub fn restore(
                 job.failed = true;
                 break;
             };
-            by_pack
-                .entry(loc.pack)
-                .or_default()
-                .entry(*id)
-                .or_insert_with(|| (loc.entry, Vec::new()))
-                .1
-                .push((j, offset));
+            wants.push(Want { pack: loc.pack, entry: loc.entry, job: j, file_offset: offset });
             offset += loc.entry.raw_length as u64;
         }
         if !job.failed && offset != node.size {
             report.warn(&format!("{}: content does not add up to the recorded size", items[job.item].dest.display()));
         }
     }
-    let packs: Vec<(u32, Vec<(BlobEntry, Targets)>)> = by_pack
-        .into_iter()
-        .map(|(p, blobs)| {
-            let mut v: Vec<_> = blobs.into_values().collect();
-            v.sort_by_key(|(e, _)| e.offset);
-            (p, v)
-        })
-        .collect();
+    wants.sort_unstable_by_key(|w| (w.pack, w.entry.offset, w.job, w.file_offset));
+    let packs: Vec<&[Want]> = wants.chunk_by(|a, b| a.pack == b.pack).collect();
+    // Tree packs read while planning are not needed any more.
+    repo.drop_tree_cache();
 
     // Fill: workers take whole packs, read them in few large ranges, write blobs.
     let next = AtomicUsize::new(0);
@@ -374,11 +372,11 @@ pub fn restore(
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((pack_no, blobs)) = packs.get(i) else {
+                    let Some(wants) = packs.get(i) else {
                         break;
                     };
-                    let pack_id = index.packs()[*pack_no as usize].0;
-                    if let Err(e) = fill_pack(repo, &pack_id, blobs, &jobs, &items, &failures, progress) {
+                    let pack_id = index.packs()[wants[0].pack as usize].0;
+                    if let Err(e) = fill_pack(repo, &pack_id, wants, &jobs, &items, &failures, progress) {
                         fatal.lock().expect("poisoned").get_or_insert(e);
                         break;
                     }
@@ -451,37 +449,39 @@ pub fn restore(
 }
 
 /// Reads the blobs of one pack (merging nearby ones into one read) and writes them.
+/// `wants` is sorted by position in the pack; a blob wanted in several places
+/// appears once per place, adjacent, and is decoded once.
 fn fill_pack(
     repo: &Repository,
     pack_id: &Id,
-    blobs: &[(BlobEntry, Targets)],
+    wants: &[Want],
     jobs: &[FileJob],
     items: &[Item],
     failures: &Mutex<Vec<(usize, String)>>,
     progress: &Progress,
 ) -> Result<()> {
     const MAX_GAP: u64 = 1 << 20;
-    const MAX_READ: u64 = 8 << 20;
-    let fail = |targets: &Targets, msg: String| {
+    const MAX_READ: u64 = 4 << 20;
+    let fail = |wants: &[Want], msg: &str| {
         let mut f = failures.lock().expect("poisoned");
-        for (j, _) in targets {
-            f.push((*j, format!("{}: {msg}", items[jobs[*j].item].dest.display())));
+        for w in wants {
+            f.push((w.job, format!("{}: {msg}", items[jobs[w.job].item].dest.display())));
         }
     };
     let mut open: Option<(usize, File)> = None;
     let mut i = 0;
-    while i < blobs.len() {
-        // One read covers blobs[i..k].
-        let start = blobs[i].0.offset as u64;
-        let mut end = start + blobs[i].0.length as u64;
+    while i < wants.len() {
+        // One read covers wants[i..k].
+        let start = wants[i].entry.offset as u64;
+        let mut end = start + wants[i].entry.length as u64;
         let mut k = i + 1;
-        while k < blobs.len() {
-            let e = &blobs[k].0;
+        while k < wants.len() {
+            let e = &wants[k].entry;
             let e_end = e.offset as u64 + e.length as u64;
-            if e.offset as u64 > end + MAX_GAP || e_end - start > MAX_READ {
+            if e.offset as u64 > end + MAX_GAP || e_end.max(end) - start > MAX_READ {
                 break;
             }
-            end = e_end;
+            end = end.max(e_end);
             k += 1;
         }
         let range = repo.block_on(
@@ -490,24 +490,24 @@ fn fill_pack(
         let data = match range {
             Ok(d) => d,
             Err(e) => {
-                for (_, targets) in &blobs[i..k] {
-                    fail(targets, format!("cannot read pack {pack_id}: {e}"));
-                }
+                fail(&wants[i..k], &format!("cannot read pack {pack_id}: {e}"));
                 i = k;
                 continue;
             }
         };
-        for (entry, targets) in &blobs[i..k] {
+        for same in wants[i..k].chunk_by(|a, b| a.entry.offset == b.entry.offset) {
+            let entry = &same[0].entry;
             let off = (entry.offset as u64 - start) as usize;
             let plain = match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize]) {
                 Ok(p) => p,
                 Err(e) => {
-                    fail(targets, format!("damaged data in pack {pack_id}: {e}"));
+                    fail(same, &format!("damaged data in pack {pack_id}: {e}"));
                     continue;
                 }
             };
             let zero = is_zero(&plain);
-            for &(j, file_off) in targets {
+            for w in same {
+                let j = w.job;
                 progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 if zero {
                     continue;
@@ -519,14 +519,19 @@ fn fill_pack(
                     {
                         Ok(f) => open = Some((j, f)),
                         Err(e) => {
-                            fail(&vec![(j, 0)], format!("cannot open for writing: {e}"));
+                            fail(std::slice::from_ref(w), &format!("cannot open for writing: {e}"));
                             continue;
                         }
                     }
                 }
                 let Some((_, f)) = &open else { continue };
-                if let Err(e) = write_sparse(f, file_off, &plain) {
-                    fail(&vec![(j, 0)], format!("write failed: {e}"));
+                match write_sparse(f, w.file_offset, &plain) {
+                    // A full disk fails every file after it: stop with one message.
+                    Err(e) if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded => {
+                        return Err(Error::io(&items[jobs[j].item].dest, e));
+                    }
+                    Err(e) => fail(std::slice::from_ref(w), &format!("write failed: {e}")),
+                    Ok(()) => {}
                 }
             }
         }

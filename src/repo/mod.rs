@@ -501,6 +501,11 @@ impl Repository {
         data.get(range).map(|b| data.slice_ref(b)).ok_or_else(|| Error::corrupt(format!("pack {pack} is truncated")))
     }
 
+    /// Forgets the tree packs kept in memory (after a tree walk that is done).
+    pub fn drop_tree_cache(&self) {
+        *self.tree_packs.lock().expect("poisoned") = TreePacks::default();
+    }
+
     /// Reads, decrypts, decompresses and verifies a blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let idx = self.index()?;
