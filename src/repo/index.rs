@@ -199,9 +199,9 @@ fn key(id: &Id) -> [u8; KEY] {
 #[derive(Default)]
 pub struct Index {
     packs: Vec<(Id, u64)>,
-    slots: Vec<Slot>,
+    slots: Table,
     /// Blobs that live only in packs pending deletion: readable, never reused.
-    pending: Vec<Slot>,
+    pending: Table,
     /// For each pack of `packs`, whether it is pending deletion.
     pack_pending: Vec<bool>,
 }
@@ -220,7 +220,7 @@ impl Index {
                 (idx.packs.len() - 1) as u32
             });
             idx.pack_pending[no as usize] &= pending;
-            let slots = if pending { &mut idx.pending } else { &mut idx.slots };
+            let slots = if pending { &mut idx.pending.slots } else { &mut idx.slots.slots };
             slots.extend(p.blobs.iter().map(|b| Slot {
                 key: key(&b.id),
                 pack: no
@@ -242,14 +242,11 @@ impl Index {
                 add(&mut idx, &p.pack, true);
             }
         }
-        for slots in [&mut idx.slots, &mut idx.pending] {
-            slots.sort_unstable_by_key(|s| s.key);
-            slots.dedup_by(|a, b| a.key == b.key);
-            slots.shrink_to_fit();
-        }
+        idx.slots.seal();
         // A blob also stored in a live pack is not pending.
         let live = &idx.slots;
-        idx.pending.retain(|s| find(live, &s.key).is_none());
+        idx.pending.slots.retain(|s| live.find(&s.key).is_none());
+        idx.pending.seal();
         if idx.packs.len() > MAX_PACKS {
             return Err(Error::corrupt(format!("the index lists {} packs, more than {MAX_PACKS}", idx.packs.len())));
         }
@@ -259,7 +256,7 @@ impl Index {
     /// The location of blob `id`, if indexed (also in a pack pending deletion).
     pub fn get(&self, id: &Id) -> Option<Location> {
         let k = key(id);
-        let s = find(&self.slots, &k).or_else(|| find(&self.pending, &k))?;
+        let s = self.slots.find(&k).or_else(|| self.pending.find(&k))?;
         Some(Location {
             pack: s.pack & !(TREE | COMPRESSED),
             entry: BlobEntry {
@@ -276,7 +273,7 @@ impl Index {
     /// Whether blob `id` is stored in a live pack (not one pending deletion):
     /// whether a backup may reuse it.
     pub fn contains(&self, id: &Id) -> bool {
-        find(&self.slots, &key(id)).is_some()
+        self.slots.find(&key(id)).is_some()
     }
 
     /// The pack table: (pack ID, size).
@@ -286,12 +283,12 @@ impl Index {
 
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.slots.len()
     }
 
     /// Whether no blob is indexed.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.slots.is_empty()
     }
 
     /// Whether pack number `no` (a position in [`Index::packs`]) is pending
@@ -302,12 +299,58 @@ impl Index {
 
     /// Whether blob `id` lives only in a pack pending deletion.
     pub fn is_pending(&self, id: &Id) -> bool {
-        !self.contains(id) && find(&self.pending, &key(id)).is_some()
+        !self.contains(id) && self.pending.find(&key(id)).is_some()
     }
 }
 
-fn find<'a>(slots: &'a [Slot], k: &[u8; KEY]) -> Option<&'a Slot> {
-    slots.binary_search_by(|s| s.key.cmp(k)).ok().map(|i| &slots[i])
+/// Key order (bytewise), comparing the first 8 bytes as one integer: random keys
+/// almost always differ there.
+fn cmp_key(a: &[u8; KEY], b: &[u8; KEY]) -> std::cmp::Ordering {
+    let head = |k: &[u8; KEY]| u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+    head(a).cmp(&head(b)).then_with(|| a[8..].cmp(&b[8..]))
+}
+
+/// A sorted table of slots with a directory of where each value of the first two
+/// key bytes starts (for tables large enough to pay for its 256 KiB), so a lookup
+/// is a binary search over a few entries only.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    /// 65,537 start positions, or empty.
+    dir: Vec<u32>,
+}
+
+impl Table {
+    /// Sorts, removes duplicate keys and builds the directory.
+    fn seal(&mut self) {
+        self.slots.sort_unstable_by(|a, b| cmp_key(&a.key, &b.key));
+        self.slots.dedup_by(|a, b| a.key == b.key);
+        self.slots.shrink_to_fit();
+        self.dir.clear();
+        if self.slots.len() >= 1 << 14 {
+            self.dir.reserve_exact(65_537);
+            let mut i = 0;
+            for bucket in 0..=65_536usize {
+                while i < self.slots.len()
+                    && (u16::from_be_bytes([self.slots[i].key[0], self.slots[i].key[1]]) as usize) < bucket
+                {
+                    i += 1;
+                }
+                self.dir.push(i as u32);
+            }
+        }
+    }
+
+    fn find(&self, k: &[u8; KEY]) -> Option<&Slot> {
+        let slots = match self.dir.is_empty() {
+            true => &self.slots[..],
+            false => {
+                let b = u16::from_be_bytes([k[0], k[1]]) as usize;
+                &self.slots[self.dir[b] as usize..self.dir[b + 1] as usize]
+            }
+        };
+        slots.binary_search_by(|s| cmp_key(&s.key, k)).ok().map(|i| &slots[i])
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +435,36 @@ mod tests {
         // Blob 1 is also in a live pack: that copy is the one found.
         assert!(idx.contains(&Id::hash(&[1])) && !idx.is_pending(&Id::hash(&[1])));
         assert_eq!(idx.packs()[idx.get(&Id::hash(&[1])).unwrap().pack as usize].0, Id::hash(b"p"));
+    }
+
+    #[test]
+    fn large_index_finds_every_blob_through_its_directory() {
+        let mut blobs: Vec<BlobEntry> =
+            (0..20_000u32).map(|i| BlobEntry { id: Id::hash(&i.to_le_bytes()), offset: i, ..entry(0, 0) }).collect();
+        // The first and last buckets of the directory.
+        for (n, first) in [[0u8, 0], [0, 0], [0xff, 0xff], [0xff, 0xfe]].iter().enumerate() {
+            let mut id = Id::hash(&[n as u8, 7]).0;
+            id[..2].copy_from_slice(first);
+            blobs.push(BlobEntry { id: Id(id), offset: 30_000 + n as u32, ..entry(0, 0) });
+        }
+        let f = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack { id: Id::hash(b"big"), size: 1 << 20, blobs: blobs.clone() }],
+            pending: vec![],
+        };
+        let idx = Index::build(&[(Id::hash(b"f"), f)]).unwrap();
+        assert_eq!(idx.len(), blobs.len());
+        assert!(!idx.slots.dir.is_empty(), "a table this large has a directory");
+        for b in &blobs {
+            assert_eq!(idx.get(&b.id).map(|l| l.entry.offset), Some(b.offset), "{}", b.id);
+        }
+        for i in 20_000..30_000u32 {
+            assert!(!idx.contains(&Id::hash(&i.to_le_bytes())));
+        }
+        let mut edge = Id([0xff; 32]);
+        assert!(!idx.contains(&edge));
+        edge.0 = [0; 32];
+        assert!(!idx.contains(&edge));
     }
 
     #[test]
