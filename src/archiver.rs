@@ -79,11 +79,16 @@ struct Sink<'a> {
     index: &'a Index,
     queued: HashSet<Id>,
     tx: crossbeam_channel::Sender<Job>,
+    /// The length and ID of the chunk cut from a run of zeros, hashed once.
+    zero: (usize, Id),
 }
 
 impl Sink<'_> {
     fn save(&mut self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
-        let id = self.repo.key().blob_id(data);
+        let id = match data.len() == self.zero.0 && crate::util::is_zero(data) {
+            true => self.zero.1,
+            false => self.repo.key().blob_id(data),
+        };
         if !self.index.contains(&id) && self.queued.insert(id) {
             self.tx
                 .send(Job { blob_type, id, data: data.to_vec() })
@@ -595,9 +600,12 @@ pub fn backup(
             });
         }
         drop(rx);
+        let chunker = Chunker::new(repo.config().chunker, repo.key().chunker_seed());
+        let zero_len = chunker.zero_chunk_len();
+        let zero = (zero_len, repo.key().blob_id(&vec![0; zero_len]));
         let mut w = Walker {
-            sink: Sink { repo, index: &index, queued: HashSet::new(), tx },
-            chunker: Chunker::new(repo.config().chunker, repo.key().chunker_seed()),
+            sink: Sink { repo, index: &index, queued: HashSet::new(), tx, zero },
+            chunker,
             buf: Vec::new(),
             excludes: PathFilter::new(&opts.excludes)?,
             opts,

@@ -26,6 +26,7 @@ use crate::repo::Repository;
 use crate::repo::pack::{self, BlobEntry};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeType, Tree};
+use crate::util::is_zero;
 use crate::{Progress, Report};
 
 /// What to restore and where.
@@ -113,12 +114,6 @@ impl Plan<'_> {
     }
 }
 
-fn is_zero(b: &[u8]) -> bool {
-    let mut chunks = b.chunks_exact(16);
-    chunks.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
-        && chunks.remainder().iter().all(|&x| x == 0)
-}
-
 /// Writes `data` at `offset`, skipping whole 4 KiB blocks of zeros so that they stay
 /// holes in the (pre-sized, sparse) file.
 fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -143,6 +138,12 @@ fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
         f.write_all_at(&data[s..], offset + s as u64)?;
     }
     Ok(())
+}
+
+/// A full disk (or quota, or inode table) fails every item after the first: the
+/// restore stops with one message instead of one per item.
+fn is_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 fn remove_existing(p: &Path) {
@@ -320,6 +321,7 @@ pub fn restore(
                 }
                 _ => summary.others += 1,
             },
+            Err(e) if is_full(&e) => return Err(Error::io(&item.dest, e)),
             Err(e) => {
                 report.warn(&format!("{}: cannot create: {e}", item.dest.display()));
                 failed_items.insert(i);
@@ -526,10 +528,7 @@ fn fill_pack(
                 }
                 let Some((_, f)) = &open else { continue };
                 match write_sparse(f, w.file_offset, &plain) {
-                    // A full disk fails every file after it: stop with one message.
-                    Err(e) if e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded => {
-                        return Err(Error::io(&items[jobs[j].item].dest, e));
-                    }
+                    Err(e) if is_full(&e) => return Err(Error::io(&items[jobs[j].item].dest, e)),
                     Err(e) => fail(std::slice::from_ref(w), &format!("write failed: {e}")),
                     Ok(()) => {}
                 }

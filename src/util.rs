@@ -11,6 +11,13 @@ pub fn username() -> String {
     nix::unistd::User::from_uid(uid).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name)
 }
 
+/// Whether every byte of `b` is zero (stops at the first that is not).
+pub fn is_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(16);
+    chunks.all(|c| u128::from_ne_bytes(c.try_into().expect("16 bytes")) == 0)
+        && chunks.remainder().iter().all(|&x| x == 0)
+}
+
 /// Bytes as B, KiB, MiB, GiB.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
