@@ -25,7 +25,7 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::repo::pack::{self, BlobEntry};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Node, NodeType, Tree};
+use crate::repo::tree::{Node, NodeType, Timestamp, Tree, Xattr};
 use crate::util::is_zero;
 use crate::{Progress, Report};
 
@@ -64,7 +64,46 @@ pub struct RestoreSummary {
 struct Item {
     /// Where it goes.
     dest: PathBuf,
-    node: Node,
+    node: Entry,
+}
+
+/// What restore keeps of a tree node (a restore holds one per item, so this is
+/// about half the size of a [`Node`]: no names of owners, ctime or subtree).
+struct Entry {
+    node_type: NodeType,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: Timestamp,
+    mtime: Timestamp,
+    size: u64,
+    /// (device, inode) of a file with more than one link: its other names in the
+    /// snapshot become hard links to the first.
+    link: Option<(u64, u64)>,
+    rdev: u64,
+    target: Option<Box<[u8]>>,
+    xattrs: Box<[Xattr]>,
+    content: Box<[Id]>,
+}
+
+impl From<Node> for Entry {
+    fn from(n: Node) -> Entry {
+        let linked = n.node_type == NodeType::File && n.links > 1 && n.inode != 0;
+        Entry {
+            node_type: n.node_type,
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            atime: n.atime,
+            mtime: n.mtime,
+            size: n.size,
+            link: linked.then_some((n.device, n.inode)),
+            rdev: n.rdev.unwrap_or(0),
+            target: n.target.map(|t| t.0.into_boxed_slice()),
+            xattrs: n.xattrs.into_boxed_slice(),
+            content: n.content.unwrap_or_default().into_boxed_slice(),
+        }
+    }
 }
 
 struct FileJob {
@@ -91,7 +130,7 @@ impl Plan<'_> {
         let selected = selected || self.includes.is_empty() || self.includes.matches(&snap_path, is_dir);
         if node.node_type != NodeType::Dir {
             if selected {
-                self.items.push(Item { dest, node });
+                self.items.push(Item { dest, node: node.into() });
             }
             return Ok(selected);
         }
@@ -100,7 +139,7 @@ impl Plan<'_> {
             None => Tree::default(),
         };
         let at = self.items.len();
-        self.items.push(Item { dest: dest.clone(), node });
+        self.items.push(Item { dest: dest.clone(), node: node.into() });
         let mut any = false;
         crate::check_interrupted()?;
         for child in tree.entries {
@@ -187,7 +226,7 @@ fn create_item(item: &Item, fresh: bool) -> io::Result<bool> {
             if !fresh {
                 remove_existing(p);
             }
-            let target = n.target.as_ref().map(|t| OsStr::from_bytes(&t.0)).unwrap_or_default();
+            let target = n.target.as_deref().map(OsStr::from_bytes).unwrap_or_default();
             std::os::unix::fs::symlink(target, p)?;
         }
         NodeType::Fifo => {
@@ -205,8 +244,7 @@ fn create_item(item: &Item, fresh: bool) -> io::Result<bool> {
                 NodeType::Chardev => SFlag::S_IFCHR,
                 _ => SFlag::S_IFBLK,
             };
-            nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(0o600), n.rdev.unwrap_or(0) as _)
-                .map_err(io::Error::from)?;
+            nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(0o600), n.rdev as _).map_err(io::Error::from)?;
         }
     }
     Ok(false)
@@ -228,7 +266,7 @@ fn set_metadata(item: &Item, as_root: bool) -> io::Result<()> {
     {
         first_err.get_or_insert(e);
     }
-    let t = |ts: crate::repo::tree::Timestamp| TimeSpec::new(ts.0, ts.1 as _);
+    let t = |ts: Timestamp| TimeSpec::new(ts.0, ts.1 as _);
     if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, p, &t(n.atime), &t(n.mtime), UtimensatFlags::NoFollowSymlink) {
         first_err.get_or_insert(e.into());
     }
@@ -286,8 +324,8 @@ pub fn restore(
     let mut made_dirs: HashSet<&Path> = HashSet::new();
     for (i, item) in items.iter().enumerate() {
         let n = &item.node;
-        if n.node_type == NodeType::File && n.links > 1 && n.inode != 0 {
-            if let Some(&first) = inodes.get(&(n.device, n.inode)) {
+        if let Some(key) = n.link {
+            if let Some(&first) = inodes.get(&key) {
                 remove_existing(&item.dest);
                 match fs::hard_link(&items[jobs[first].item].dest, &item.dest) {
                     Ok(()) => {
@@ -312,8 +350,8 @@ pub fn restore(
                     }
                 }
                 NodeType::File => {
-                    if n.links > 1 && n.inode != 0 {
-                        inodes.insert((n.device, n.inode), jobs.len());
+                    if let Some(key) = n.link {
+                        inodes.insert(key, jobs.len());
                     }
                     jobs.push(FileJob { item: i, link_of: None, failed: false });
                     summary.files += 1;
@@ -340,7 +378,7 @@ pub fn restore(
         }
         let node = &items[job.item].node;
         let mut offset = 0u64;
-        for id in node.content.as_deref().unwrap_or_default() {
+        for id in &node.content {
             let Some(loc) = index.get(id) else {
                 report.warn(&format!("{}: blob {id} is missing from the repository", items[job.item].dest.display()));
                 job.failed = true;
@@ -543,7 +581,7 @@ fn fill_pack(
 fn verify_file(repo: &Repository, index: &crate::repo::index::Index, item: &Item) -> Result<()> {
     let mut f = File::open(&item.dest).map_err(|e| Error::io(&item.dest, e))?;
     let mut buf = Vec::new();
-    for id in item.node.content.as_deref().unwrap_or_default() {
+    for id in &item.node.content {
         let len =
             index.get(id).ok_or_else(|| Error::corrupt(format!("blob {id} not indexed")))?.entry.raw_length as usize;
         buf.resize(len, 0);
