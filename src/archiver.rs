@@ -73,6 +73,12 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// New blobs between index checkpoints (see [`Packer::checkpoint`]), unless
+/// `CAIRN_TEST_CHECKPOINT_BLOBS` says otherwise (tests).
+const CHECKPOINT_BLOBS: u64 = 65_536;
+/// Longest time between index checkpoints while new blobs are stored.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Decides which blobs are new and queues them for the workers.
 struct Sink<'a> {
     repo: &'a Repository,
@@ -81,6 +87,10 @@ struct Sink<'a> {
     tx: crossbeam_channel::Sender<Job>,
     /// The length and ID of the chunk cut from a run of zeros, hashed once.
     zero: (usize, Id),
+    packer: &'a Packer<'a>,
+    /// New blobs queued since the last checkpoint, when it was, and how many
+    /// blobs make the next one due.
+    since: (u64, std::time::Instant, u64),
 }
 
 impl Sink<'_> {
@@ -93,6 +103,12 @@ impl Sink<'_> {
             self.tx
                 .send(Job { blob_type, id, data: data.to_vec() })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
+            self.since.0 += 1;
+            if self.since.0 >= self.since.2 || (self.since.0 % 1024 == 0 && self.since.1.elapsed() >= CHECKPOINT_EVERY)
+            {
+                self.packer.checkpoint()?;
+                self.since = (0, std::time::Instant::now(), self.since.2);
+            }
         }
         Ok(id)
     }
@@ -604,7 +620,22 @@ pub fn backup(
         let zero_len = chunker.zero_chunk_len();
         let zero = (zero_len, repo.key().blob_id(&vec![0; zero_len]));
         let mut w = Walker {
-            sink: Sink { repo, index: &index, queued: HashSet::new(), tx, zero },
+            sink: Sink {
+                repo,
+                index: &index,
+                queued: HashSet::new(),
+                tx,
+                zero,
+                packer: &packer,
+                since: (
+                    0,
+                    std::time::Instant::now(),
+                    std::env::var("CAIRN_TEST_CHECKPOINT_BLOBS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(CHECKPOINT_BLOBS),
+                ),
+            },
             chunker,
             buf: Vec::new(),
             excludes: PathFilter::new(&opts.excludes)?,

@@ -212,6 +212,32 @@ fn scattered_4k_rewrites_store_a_small_part_of_a_large_file() {
     assert!(added < data.len() as u64 / 4, "40 scattered 4 KiB rewrites stored {added} of {} bytes", data.len());
 }
 
+/// A long backup writes index files as it goes (checkpoints), so what it stored is
+/// indexed before the end; the result is the same repository content.
+#[test]
+fn backup_writes_index_checkpoints_as_it_goes() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let mut rng = Rng::new(11);
+    for i in 0..60 {
+        write(src.join(format!("f{i:02}.bin")), rng.bytes(150_000));
+    }
+    env.init(&["--pack-size", "1"]);
+    let r = env.cmd(["backup", "--json", s(&src)]).env("CAIRN_TEST_CHECKPOINT_BLOBS", "8").run();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let index_files = env.repo_files("index").len();
+    assert!(index_files >= 5, "60 new blobs with a checkpoint every 8 wrote {index_files} index file(s)");
+    env.cairn(["check", "--read-data"]).ok();
+    let target = env.path("restore");
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    assert_same_tree(&src, &restored_path(&target, &src));
+    // Without the hook the same backup writes one index file.
+    let env2 = TestEnv::new();
+    env2.init(&["--pack-size", "1"]);
+    env2.backup_ok(&[s(&src)]);
+    assert_eq!(env2.repo_files("index").len(), 1);
+}
+
 #[test]
 fn dedup_identical_files_are_stored_once() {
     let env = TestEnv::new();

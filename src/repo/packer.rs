@@ -133,8 +133,23 @@ impl<'r> Packer<'r> {
         Ok(())
     }
 
+    /// Writes an index file listing the packs uploaded so far that no index file
+    /// lists yet (None if there are none). A long backup does this from time to
+    /// time: what it has stored is then indexed, and the list of new packs held in
+    /// memory stays short.
+    pub fn checkpoint(&self) -> Result<Option<Id>> {
+        self.check_failed()?;
+        let packs = std::mem::take(&mut *self.done.lock().expect("poisoned"));
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile { supersedes: Vec::new(), packs, pending: Vec::new() };
+        Ok(Some(self.repo.save_file(FileKind::Index, &file.encode())?))
+    }
+
     /// Uploads the open packs, waits for every upload and writes one index file
-    /// listing them. Returns its ID (None if nothing new was written).
+    /// listing them (and any others not indexed by a checkpoint). Returns its ID
+    /// (None if nothing new was written).
     pub fn finish(&self) -> Result<Option<Id>> {
         for slot in &self.open {
             let w = slot.lock().expect("poisoned").take();
@@ -154,11 +169,6 @@ impl<'r> Packer<'r> {
         if let Some(e) = first_err {
             return Err(e);
         }
-        let packs = std::mem::take(&mut *self.done.lock().expect("poisoned"));
-        if packs.is_empty() {
-            return Ok(None);
-        }
-        let file = IndexFile { supersedes: Vec::new(), packs, pending: Vec::new() };
-        Ok(Some(self.repo.save_file(FileKind::Index, &file.encode())?))
+        self.checkpoint()
     }
 }
