@@ -85,29 +85,45 @@ struct Sink<'a> {
     index: &'a Index,
     queued: HashSet<Id>,
     tx: crossbeam_channel::Sender<Job>,
-    /// The length and ID of the chunk cut from a run of zeros, hashed once.
-    zero: (usize, Id),
+    /// The ID of the chunk cut from a run of zeros, hashed once.
+    zero_id: Id,
     packer: &'a Packer<'a>,
-    /// New blobs queued since the last checkpoint, when it was, and how many
-    /// blobs make the next one due.
-    since: (u64, std::time::Instant, u64),
+    checkpoint: Checkpoint,
+}
+
+/// When the next index checkpoint is due.
+struct Checkpoint {
+    /// New blobs queued since the last one.
+    blobs: u64,
+    /// When the last one was.
+    at: std::time::Instant,
+    /// New blobs that make the next one due.
+    every: u64,
 }
 
 impl Sink<'_> {
     fn save(&mut self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
-        let id = match data.len() == self.zero.0 && crate::util::is_zero(data) {
-            true => self.zero.1,
-            false => self.repo.key().blob_id(data),
-        };
+        self.queue(blob_type, self.repo.key().blob_id(data), data)
+    }
+
+    /// Saves a chunk of file content; `zero`: the chunker found it to be a run of
+    /// zeros, whose ID is known.
+    fn save_chunk(&mut self, data: &[u8], zero: bool) -> Result<Id> {
+        let id = if zero { self.zero_id } else { self.repo.key().blob_id(data) };
+        self.queue(BlobType::Data, id, data)
+    }
+
+    /// Queues blob `id` for the workers unless it is stored or queued already.
+    fn queue(&mut self, blob_type: BlobType, id: Id, data: &[u8]) -> Result<Id> {
         if !self.index.contains(&id) && self.queued.insert(id) {
             self.tx
                 .send(Job { blob_type, id, data: data.to_vec() })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
-            self.since.0 += 1;
-            if self.since.0 >= self.since.2 || (self.since.0 % 1024 == 0 && self.since.1.elapsed() >= CHECKPOINT_EVERY)
-            {
+            let c = &mut self.checkpoint;
+            c.blobs += 1;
+            if c.blobs >= c.every || (c.blobs % 1024 == 0 && c.at.elapsed() >= CHECKPOINT_EVERY) {
                 self.packer.checkpoint()?;
-                self.since = (0, std::time::Instant::now(), self.since.2);
+                (c.blobs, c.at) = (0, std::time::Instant::now());
             }
         }
         Ok(id)
@@ -339,9 +355,9 @@ impl Walker<'_> {
     fn read_content(&mut self, src: impl Read) -> Result<(Vec<Id>, u64), ChunkError> {
         let Walker { chunker, buf, sink, progress, .. } = self;
         let mut ids = Vec::new();
-        let n = chunker.chunk_reader(src, buf, |chunk| {
+        let n = chunker.chunk_reader(src, buf, |chunk, zero| {
             crate::check_interrupted()?;
-            ids.push(sink.save(BlobType::Data, chunk)?);
+            ids.push(sink.save_chunk(chunk, zero)?);
             progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             Ok(())
         })?;
@@ -617,24 +633,23 @@ pub fn backup(
         }
         drop(rx);
         let chunker = Chunker::new(repo.config().chunker, repo.key().chunker_seed());
-        let zero_len = chunker.zero_chunk_len();
-        let zero = (zero_len, repo.key().blob_id(&vec![0; zero_len]));
+        let zero_id = repo.key().blob_id(&vec![0; chunker.zero_chunk_len()]);
         let mut w = Walker {
             sink: Sink {
                 repo,
                 index: &index,
                 queued: HashSet::new(),
                 tx,
-                zero,
+                zero_id,
                 packer: &packer,
-                since: (
-                    0,
-                    std::time::Instant::now(),
-                    std::env::var("CAIRN_TEST_CHECKPOINT_BLOBS")
+                checkpoint: Checkpoint {
+                    blobs: 0,
+                    at: std::time::Instant::now(),
+                    every: std::env::var("CAIRN_TEST_CHECKPOINT_BLOBS")
                         .ok()
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(CHECKPOINT_BLOBS),
-                ),
+                },
             },
             chunker,
             buf: Vec::new(),

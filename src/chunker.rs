@@ -89,8 +89,14 @@ impl Chunker {
     /// Length of the next chunk at the start of `data`, which must hold at least
     /// `max_size` bytes unless it is the end of the input.
     pub fn cut(&self, data: &[u8]) -> usize {
+        self.next_cut(data).0
+    }
+
+    /// [`Chunker::cut`], and whether the chunk is a run of zeros of
+    /// [`Chunker::zero_chunk_len`] bytes (found to be zeros on the way).
+    fn next_cut(&self, data: &[u8]) -> (usize, bool) {
         if data.len() <= self.sizes.min_size as usize {
-            return data.len();
+            return (data.len(), false);
         }
         // Zeros (holes of sparse files, empty parts of images): the gear hash sees
         // only zeros up to and including the byte after the cut (which decides
@@ -98,9 +104,9 @@ impl Chunker {
         // hashing byte by byte.
         let max = self.sizes.max_size as usize;
         if data.len() >= max && data[0] == 0 && crate::util::is_zero(&data[..(self.zero_cut + 1).min(max)]) {
-            return self.zero_cut;
+            return (self.zero_cut, true);
         }
-        self.cut_gear(data)
+        (self.cut_gear(data), false)
     }
 
     fn cut_gear(&self, data: &[u8]) -> usize {
@@ -119,13 +125,15 @@ impl Chunker {
         n
     }
 
-    /// Reads `src` to the end, calling `f` with each chunk in order. `buf` is reused
-    /// between calls and never grows beyond twice the maximum chunk size.
+    /// Reads `src` to the end, calling `f` with each chunk in order and whether it
+    /// is a run of zeros of [`Chunker::zero_chunk_len`] bytes (so that its ID need
+    /// not be computed again). `buf` is reused between calls and never grows
+    /// beyond twice the maximum chunk size.
     pub fn chunk_reader<R: Read>(
         &self,
         mut src: R,
         buf: &mut Vec<u8>,
-        mut f: impl FnMut(&[u8]) -> Result<()>,
+        mut f: impl FnMut(&[u8], bool) -> Result<()>,
     ) -> Result<u64, ChunkError> {
         let max = self.sizes.max_size as usize;
         let want = 2 * max;
@@ -151,8 +159,8 @@ impl Chunker {
             if start == end {
                 return Ok(total);
             }
-            let n = self.cut(&buf[start..end]);
-            f(&buf[start..start + n]).map_err(ChunkError::Sink)?;
+            let (n, zero) = self.next_cut(&buf[start..end]);
+            f(&buf[start..start + n], zero).map_err(ChunkError::Sink)?;
             start += n;
             total += n as u64;
         }
@@ -190,7 +198,7 @@ mod tests {
     fn chunks(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        c.chunk_reader(data, &mut buf, |ch| {
+        c.chunk_reader(data, &mut buf, |ch, _| {
             out.push(ch.to_vec());
             Ok(())
         })

@@ -159,7 +159,7 @@ impl Copier<'_> {
                         (self.dst, &self.packer, &mut self.added, &mut self.stats, &mut self.zstd, &self.dst_index);
                     let mut buf = std::mem::take(&mut self.buf);
                     self.chunker
-                        .chunk_reader(reader, &mut buf, |chunk| {
+                        .chunk_reader(reader, &mut buf, |chunk, _| {
                             let id = dst.key().blob_id(chunk);
                             if !dst_index.contains(&id) && added.insert(id) {
                                 packer.add(BlobType::Data, id, chunk, zstd.as_mut())?;

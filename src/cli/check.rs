@@ -20,10 +20,7 @@ pub struct CheckArgs {
 
 pub fn run(g: &Global, out: &Output, a: CheckArgs) -> Result<i32> {
     let repo = g.open()?;
-    let (_lease, why) = repo.lock_reader();
-    if let Some(w) = why {
-        eprintln!("warning: {w}");
-    }
+    let _lease = super::reader_lease(&repo, "");
     let opts = CheckOptions { read_data: a.read_data, subset: a.read_data_subset };
     let progress = Progress::default();
     let s = with_progress(out, &progress, "checked packs:", || checker::check(&repo, &opts, out, &progress))?;

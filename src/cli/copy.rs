@@ -19,10 +19,7 @@ pub struct CopyArgs {
 
 pub fn run(g: &Global, out: &Output, a: CopyArgs) -> Result<i32> {
     let src = g.open_from(&a.from)?;
-    let (_lease, why) = src.lock_reader();
-    if let Some(w) = why {
-        eprintln!("warning: source repository: {w}");
-    }
+    let _lease = super::reader_lease(&src, "source repository: ");
     let dst = g.open()?;
     let snaps = if a.snapshots.is_empty() {
         src.snapshots()?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect()

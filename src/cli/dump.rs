@@ -598,10 +598,7 @@ fn write_raw<W: Write>(mut w: W, events: &Receiver<Event>, stats: &mut Stats) ->
 /// Runs `cairn dump`: streams the file or archive; exit code 0.
 pub fn run(g: &Global, out: &Output, a: DumpArgs) -> Result<i32> {
     let repo = g.open()?;
-    let (_lease, why) = repo.lock_reader();
-    if let Some(w) = why {
-        eprintln!("warning: {w}");
-    }
+    let _lease = super::reader_lease(&repo, "");
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let shown = a.path.to_string_lossy().into_owned();
     let not_found = || cairn::Error::NotFound(format!("{shown}: not found in snapshot {}", id.short()));

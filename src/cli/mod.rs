@@ -304,6 +304,17 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     e.chain().find_map(|c| c.downcast_ref::<cairn::Error>()).map_or(1, cairn::Error::exit_code)
 }
 
+/// A reader's lease on `repo` (restore, check, dump, copy's source): reading
+/// without one, on storage that cannot be written, is a warning naming `which`
+/// repository ("" for the only one).
+pub fn reader_lease(repo: &Repository, which: &str) -> Option<cairn::repo::lock::LeaseGuard> {
+    let (lease, why) = repo.lock_reader();
+    if let Some(w) = why {
+        eprintln!("warning: {which}{w}");
+    }
+    lease
+}
+
 /// Parses a size such as `512K`, `1M`, `8MiB` or `4096` into bytes.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();

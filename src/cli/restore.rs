@@ -35,10 +35,7 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
         None => (a.snapshot.clone(), None),
     };
     let repo = g.open()?;
-    let (_lease, why) = repo.lock_reader();
-    if let Some(w) = why {
-        eprintln!("warning: {w}");
-    }
+    let _lease = super::reader_lease(&repo, "");
     let (id, snap) = repo.find_snapshot(&spec)?;
     let opts =
         RestoreOptions { target: a.target, subpath, includes: a.includes, excludes: a.excludes, verify: a.verify };

@@ -145,16 +145,7 @@ impl Repository {
         if let Some(other) = &opts.content_keys_from {
             key = key.with_content_keys_of(other);
         }
-        let repo = Repository {
-            backend,
-            rt,
-            key,
-            config,
-            index: Mutex::new(None),
-            tree_packs: Mutex::default(),
-            key_id: None,
-            cache: None,
-        };
+        let repo = Repository::assemble(backend, rt, key, config, None);
         repo.add_key(password, opts.kdf)?;
         // The config is written last: its presence is what makes a repository.
         let body = repo.seal_body(FileKind::Config, &serde_json::to_vec(&repo.config).expect("config serializes"));
@@ -207,7 +198,18 @@ impl Repository {
             open_body(&key, FileKind::Config, &sealed_config).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let config: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         config.validate()?;
-        Ok(Repository {
+        Ok(Repository::assemble(backend, rt, key, config, key_id))
+    }
+
+    /// A repository handle with nothing loaded or cached yet.
+    fn assemble(
+        backend: DynBackend,
+        rt: tokio::runtime::Handle,
+        key: MasterKey,
+        config: Config,
+        key_id: Option<Id>,
+    ) -> Repository {
+        Repository {
             backend,
             rt,
             key,
@@ -216,7 +218,7 @@ impl Repository {
             tree_packs: Mutex::default(),
             key_id,
             cache: None,
-        })
+        }
     }
 
     /// Uses `cache` for index files, snapshots and tree packs from now on.
