@@ -35,15 +35,28 @@ const TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cairn.\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
-impl Cache {
-    /// Opens (creating it if needed) the cache of repository `repo_id` below `base`.
-    pub fn open(base: &Path, repo_id: &Id) -> std::io::Result<Cache> {
-        let dir = base.join(repo_id.to_hex());
-        fs::create_dir_all(&dir)?;
+/// The cache folder of repository `repo_id` below `base`.
+pub fn dir_of(base: &Path, repo_id: &Id) -> PathBuf {
+    base.join(repo_id.to_hex())
+}
+
+/// Creates a repository's cache folder `dir` and the cache directory tag beside it.
+pub fn prepare(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    if let Some(base) = dir.parent() {
         let tag = base.join("CACHEDIR.TAG");
         if !tag.exists() {
             fs::write(&tag, TAG)?;
         }
+    }
+    Ok(())
+}
+
+impl Cache {
+    /// Opens (creating it if needed) the cache of repository `repo_id` below `base`.
+    pub fn open(base: &Path, repo_id: &Id) -> std::io::Result<Cache> {
+        let dir = dir_of(base, repo_id);
+        prepare(&dir)?;
         Ok(Cache { dir })
     }
 

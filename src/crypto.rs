@@ -92,6 +92,14 @@ impl MasterKey {
         Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
     }
 
+    /// A key for tagging local files derived from repository data (the on-disk
+    /// index table in the cache), so that a damaged or foreign file is refused.
+    pub fn local_mac_key(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("cairn 2026-11 local index table tags");
+        h.update(&self.enc).update(&self.id);
+        *h.finalize().as_bytes()
+    }
+
     /// Encrypts `plaintext` with a fresh nonce: `nonce || ciphertext || tag`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         seal_with(&self.enc, aad, plaintext)

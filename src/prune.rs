@@ -324,7 +324,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     keep.extend(resurrected);
     keep.sort_by_key(|p| p.id);
     let new_index = IndexFile { supersedes: read_ids.clone(), packs: keep, pending: marked };
-    let n1 = repo.save_file(FileKind::Index, &new_index.encode())?;
+    let n1 = save_split(repo, &new_index)?;
     crash_point("prune:after-index");
     for id in &read_ids {
         repo.remove_file(&Handle::id(FileKind::Index, id))?;
@@ -372,10 +372,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     stats.packs_resurrected += late;
     if !deleted.is_empty() || late > 0 {
         keep.sort_by_key(|p| p.id);
-        let last = IndexFile { supersedes: vec![n1], packs: keep, pending: deferred };
-        repo.save_file(FileKind::Index, &last.encode())?;
+        let last = IndexFile { supersedes: n1.clone(), packs: keep, pending: deferred };
+        save_split(repo, &last)?;
         crash_point("prune:after-final-index");
-        repo.remove_file(&Handle::id(FileKind::Index, &n1))?;
+        for id in &n1 {
+            repo.remove_file(&Handle::id(FileKind::Index, id))?;
+        }
         repo.invalidate_index();
     }
 
@@ -403,3 +405,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     }
     Ok(stats)
 }
+
+/// Saves `f` as index files of at most [`SPLIT_BLOBS`] blobs each, the one that
+/// supersedes the old files last: until it is durable the parts only repeat
+/// what the old files say. Returns their IDs.
+fn save_split(repo: &Repository, f: &IndexFile) -> Result<Vec<Id>> {
+    f.split(SPLIT_BLOBS).iter().map(|part| repo.save_file(FileKind::Index, &part.encode())).collect()
+}
+
+/// Blobs per index file written by prune (46 MB before compression), far below
+/// the 1 GiB a reader accepts.
+const SPLIT_BLOBS: usize = 1 << 20;

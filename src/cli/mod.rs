@@ -50,6 +50,10 @@ pub struct Cli {
     /// Do not use or write the local cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Memory for the index (40 bytes per blob); a larger index is kept as a
+    /// sorted table on disk, in the cache.
+    #[arg(long, env = "CAIRN_INDEX_MEMORY", global = true, value_name = "SIZE", default_value = "256M")]
+    index_memory: String,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -123,6 +127,8 @@ pub struct Global {
     password_command: Option<String>,
     /// Where the cache of remote repositories lives (None: no cache).
     cache_base: Option<PathBuf>,
+    /// Index memory budget in bytes.
+    index_memory: usize,
     rt: tokio::runtime::Handle,
 }
 
@@ -153,17 +159,21 @@ impl Global {
         Ok(repo)
     }
 
-    /// Gives a remote repository its local cache (a local one needs none). A
-    /// cache that cannot be made is a warning, not an error.
+    /// Gives a remote repository its local cache of repository files (a local
+    /// one needs none) and any repository the place for an index larger than
+    /// the memory budget. A cache that cannot be made is a warning, not an error.
     fn attach_cache(&self, repo: &mut Repository, location: &str) {
-        let Some(base) = &self.cache_base else { return };
-        if !(location.starts_with("swift:") || location.starts_with("sftp:")) {
-            return;
+        let dir = self.cache_base.as_ref().map(|b| cairn::cache::dir_of(b, &repo.config().id));
+        if let Some(base) = &self.cache_base
+            && (location.starts_with("swift:") || location.starts_with("sftp:"))
+        {
+            match cairn::cache::Cache::open(base, &repo.config().id) {
+                Ok(c) => repo.set_cache(Some(c)),
+                Err(e) => eprintln!("warning: no local cache ({}: {e})", base.display()),
+            }
         }
-        match cairn::cache::Cache::open(base, &repo.config().id) {
-            Ok(c) => repo.set_cache(Some(c)),
-            Err(e) => eprintln!("warning: no local cache ({}: {e})", base.display()),
-        }
+        let settings = cairn::repo::IndexSettings { budget: self.index_memory, dir };
+        repo.set_index_settings(settings);
     }
 
     /// Opens a second repository (the source of `copy`, `init
@@ -258,6 +268,8 @@ pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
         password_file: cli.password_file,
         password_command: cli.password_command,
         cache_base: if cli.no_cache { None } else { cli.cache_dir.or_else(cairn::cache::default_base) },
+        index_memory: usize::try_from(parse_size(&cli.index_memory).context("--index-memory")?)
+            .context("--index-memory")?,
         rt,
     };
     match cli.command {

@@ -2,6 +2,7 @@
 //! indexes. It turns typed objects into named, sealed files on a [`Backend`].
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -72,7 +73,28 @@ pub struct Repository {
     key_id: Option<Id>,
     /// Local copies of index files, snapshots and tree packs (remote repositories).
     cache: Option<crate::cache::Cache>,
+    index_settings: IndexSettings,
 }
+
+/// How much memory the index may take, and where a larger one is kept on disk.
+#[derive(Debug, Clone)]
+pub struct IndexSettings {
+    /// Bytes of index (40 per blob) kept in memory; a larger index is a sorted
+    /// table on disk.
+    pub budget: usize,
+    /// Where that table is kept between runs (the local cache); without one it
+    /// is a temporary file, rebuilt each run.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings { budget: 256 << 20, dir: None }
+    }
+}
+
+/// The name of the on-disk index table in [`IndexSettings::dir`].
+pub const INDEX_TABLE: &str = "index.table";
 
 /// Whole tree packs kept after a tree was first read from them, so that walking a
 /// snapshot costs one request per tree pack, not one per directory (what matters on
@@ -218,7 +240,13 @@ impl Repository {
             tree_packs: Mutex::default(),
             key_id,
             cache: None,
+            index_settings: IndexSettings::default(),
         }
+    }
+
+    /// Sets the index memory budget and where a larger index is kept.
+    pub fn set_index_settings(&mut self, s: IndexSettings) {
+        self.index_settings = s;
     }
 
     /// Uses `cache` for index files, snapshots and tree packs from now on.
@@ -444,15 +472,106 @@ impl Repository {
         *self.index.lock().expect("poisoned") = None;
     }
 
-    /// The in-memory index, loaded on first use.
+    /// The index, loaded on first use: in memory, or beyond the budget a table
+    /// on disk (reused from the last run when the index files it covers are all
+    /// still there, with newer ones in memory on top).
     pub fn index(&self) -> Result<Arc<Index>> {
         let mut slot = self.index.lock().expect("poisoned");
         if let Some(i) = &*slot {
             return Ok(Arc::clone(i));
         }
-        let idx = Arc::new(Index::build(&self.load_index_files()?)?);
+        // A prune may replace index files between our listing and our reads: a
+        // listed file that is gone means a newer one supersedes it; list again.
+        let mut tries = 0;
+        let idx = loop {
+            match self.load_index() {
+                Err(Error::Backend(e)) if e.is_not_found() && tries < 5 => tries += 1,
+                r => break Arc::new(r?),
+            }
+        };
         self.adopt_index(&mut slot, Arc::clone(&idx));
         Ok(idx)
+    }
+
+    fn load_index(&self) -> Result<Index> {
+        let listed = self.block_on(self.backend.list(FileKind::Index))?;
+        if let Some(c) = self.cache_for(FileKind::Index) {
+            c.retain(FileKind::Index, &listed.iter().map(|f| f.name.clone()).collect());
+        }
+        let mut ids = listed.iter().map(|f| Id::from_hex(&f.name)).collect::<Result<Vec<_>>>()?;
+        ids.sort_unstable();
+        let s = &self.index_settings;
+        let mut table = s.dir.as_ref().map(|d| d.join(INDEX_TABLE));
+        let mac = self.key.local_mac_key();
+        // An index entry is at least 32 bytes stored (its ID does not compress),
+        // so this bounds the number of blobs from above.
+        let stored: u64 = listed.iter().map(|f| f.size).sum();
+        let large = stored / 32 * 40 > s.budget as u64;
+        if large
+            && let Some(base) = table.as_deref().and_then(|t| Index::open_table(t, &mac))
+            && base.covers().iter().all(|c| ids.binary_search(c).is_ok())
+        {
+            // Index files newer than the table, in memory on top of it, unless
+            // they replace some it covers or are many (then rebuild).
+            let newer: Vec<Id> = ids.iter().filter(|i| base.covers().binary_search(i).is_err()).copied().collect();
+            let limit = s.budget / 8 / 40;
+            let mut b = index::Builder::new(index::Limits::unlimited());
+            let mut fits = true;
+            self.for_each_index_file(&newer, |id, f| {
+                b.add(id, &f)?;
+                fits = b.blobs() <= limit && !b.supersedes_any(base.covers());
+                Ok(fits)
+            })?;
+            if fits {
+                return b.finish_over(base);
+            }
+        }
+        if large
+            && let Some(d) = &s.dir
+            && let Err(e) = crate::cache::prepare(d)
+        {
+            eprintln!("warning: the index is kept in a temporary file ({}: {e})", d.display());
+            table = None;
+        }
+        let dir = table.as_deref().and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let limits = index::Limits { budget: s.budget, spill_from_start: large, dir, mac };
+        let mut b = index::Builder::new(limits);
+        self.for_each_index_file(&ids, |id, f| b.add(id, &f).map(|()| true))?;
+        let idx = b.finish(&ids, table.as_deref())?;
+        if let Some(t) = table.filter(|_| !idx.on_disk()) {
+            let _ = std::fs::remove_file(t);
+        }
+        Ok(idx)
+    }
+
+    /// Reads and decodes index files a few at a time (fetching and decrypting in
+    /// parallel), handing each to `f` until it returns false.
+    fn for_each_index_file(&self, ids: &[Id], mut f: impl FnMut(Id, IndexFile) -> Result<bool>) -> Result<()> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+        for batch in ids.chunks(threads * 4) {
+            let decoded: Vec<Result<IndexFile>> = std::thread::scope(|sc| {
+                let parts: Vec<_> = batch
+                    .chunks(batch.len().div_ceil(threads))
+                    .map(|part| {
+                        sc.spawn(move || {
+                            part.iter()
+                                .zip(self.load_files(FileKind::Index, part))
+                                .map(|(id, r)| {
+                                    IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                parts.into_iter().flat_map(|h| h.join().expect("index reader panicked")).collect()
+            });
+            for (id, r) in batch.iter().zip(decoded) {
+                if !f(*id, r?)? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Uses `idx`, built by the caller from index files it loaded anyway, as the
