@@ -1,10 +1,11 @@
 //! Restore: recreates a snapshot (or a part of it) under a target directory with
 //! contents, hard links, special files, holes and all metadata.
 //!
-//! Phases: plan (walk the trees), create (directories, empty files at their final
-//! size, links and special files), fill (packs are read once each, in parallel,
-//! and every blob is verified and written where it belongs), then metadata
-//! (files first, directories deepest first so their times stick).
+//! The trees are walked once and what is selected is restored in batches, each
+//! in phases: create (directories, empty files at their final size, links and
+//! special files), fill (pack ranges are read in parallel, and every blob is
+//! verified and written where it belongs), metadata of files. Directories get
+//! theirs at the end, deepest first, so their times stick.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::id::Id;
 use crate::repo::Repository;
+use crate::repo::index::Index;
 use crate::repo::pack::{self, BlobEntry};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeType, Timestamp, Tree, Xattr};
@@ -108,48 +110,314 @@ impl From<Node> for Entry {
 
 struct FileJob {
     item: usize,
-    /// Set when the file is a further name of an already restored inode.
+    /// Set when the file is a further name of an inode restored in this batch.
     link_of: Option<usize>,
     failed: bool,
 }
 
-struct Plan<'a> {
+/// Items per batch, and blobs: a restore plans, creates and fills this much at
+/// a time, so its memory does not grow with the size of the selection.
+/// `CAIRN_TEST_RESTORE_BATCH` sets the items per batch (tests).
+const BATCH_ITEMS: usize = 50_000;
+const BATCH_BLOBS: usize = 500_000;
+
+/// A restore in progress: walks the snapshot's trees and restores what it finds
+/// in batches. Only directories (for their metadata, set at the end) and files
+/// with several links (for hard links across batches) are kept beyond a batch.
+struct Restorer<'a> {
     repo: &'a Repository,
+    index: &'a Index,
+    opts: &'a RestoreOptions,
+    report: &'a dyn Report,
+    progress: &'a Progress,
     includes: PathFilter,
     excludes: PathFilter,
-    items: Vec<Item>,
+    batch_items: usize,
+    /// Whether progress totals come from the snapshot (else they grow per batch).
+    known_totals: bool,
+    /// Directories being walked that nothing was restored in yet: they are
+    /// restored with their first selected item (or if selected themselves).
+    open_dirs: Vec<Option<Item>>,
+    batch: Vec<Item>,
+    batch_blobs: usize,
+    /// Restored directories, in walk order, and whether each failed.
+    dirs: Vec<(Item, bool)>,
+    /// Directories this restore made (their entries cannot be in the way).
+    made_dirs: HashSet<PathBuf>,
+    /// (device, inode) of restored files with several links: the first name,
+    /// and whether it failed.
+    links: HashMap<(u64, u64), (PathBuf, bool)>,
+    summary: RestoreSummary,
+    as_root: bool,
+    workers: usize,
 }
 
-impl Plan<'_> {
-    /// Adds `node` at `snap_path` (and below); returns whether anything was added.
-    fn add(&mut self, node: Node, snap_path: PathBuf, dest: PathBuf, selected: bool) -> Result<bool> {
+impl Restorer<'_> {
+    /// Adds `node` at `snap_path` (and below) to the restore.
+    fn add(&mut self, node: Node, snap_path: PathBuf, dest: PathBuf, selected: bool) -> Result<()> {
         let is_dir = node.node_type == NodeType::Dir;
         if self.excludes.matches(&snap_path, is_dir) {
-            return Ok(false);
+            return Ok(());
         }
         let selected = selected || self.includes.is_empty() || self.includes.matches(&snap_path, is_dir);
-        if node.node_type != NodeType::Dir {
+        if !is_dir {
             if selected {
-                self.items.push(Item { dest, node: node.into() });
+                self.push(Item { dest, node: node.into() })?;
             }
-            return Ok(selected);
+            return Ok(());
         }
         let tree = match node.subtree {
             Some(id) => self.repo.load_tree(&id)?,
             None => Tree::default(),
         };
-        let at = self.items.len();
-        self.items.push(Item { dest: dest.clone(), node: node.into() });
-        let mut any = false;
+        self.open_dirs.push(Some(Item { dest: dest.clone(), node: node.into() }));
+        if selected {
+            self.flush_open_dirs()?;
+        }
         crate::check_interrupted()?;
         for child in tree.entries {
             let name = child.os_name().to_owned();
-            any |= self.add(child, snap_path.join(&name), dest.join(&name), selected)?;
+            self.add(child, snap_path.join(&name), dest.join(&name), selected)?;
         }
-        if !selected && !any {
-            self.items.truncate(at);
+        self.open_dirs.pop();
+        Ok(())
+    }
+
+    /// Restores the directories being walked that are not restored yet.
+    fn flush_open_dirs(&mut self) -> Result<()> {
+        for i in 0..self.open_dirs.len() {
+            if let Some(d) = self.open_dirs[i].take() {
+                self.batch.push(d);
+            }
         }
-        Ok(selected || any)
+        Ok(())
+    }
+
+    fn push(&mut self, item: Item) -> Result<()> {
+        self.flush_open_dirs()?;
+        self.batch_blobs += item.node.content.len();
+        self.batch.push(item);
+        if self.batch.len() >= self.batch_items || self.batch_blobs >= BATCH_BLOBS {
+            self.run_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Creates, fills and sets the metadata of the current batch (directories'
+    /// metadata waits for the end).
+    fn run_batch(&mut self) -> Result<()> {
+        let items = std::mem::take(&mut self.batch);
+        self.batch_blobs = 0;
+        let (report, progress, index) = (self.report, self.progress, self.index);
+
+        // Create everything, files at their final size (sparse).
+        let mut failed_items = HashSet::new();
+        let mut jobs: Vec<FileJob> = Vec::new();
+        let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
+        let (mut files, mut bytes) = (0, 0);
+        for (i, item) in items.iter().enumerate() {
+            let n = &item.node;
+            if let Some(key) = n.link {
+                let first = match inodes.get(&key) {
+                    Some(&job) => Some((&items[jobs[job].item].dest, Some(job), false)),
+                    None => self.links.get(&key).map(|(p, failed)| (p, None, *failed)),
+                };
+                if let Some((first, job, failed)) = first {
+                    remove_existing(&item.dest);
+                    match fs::hard_link(first, &item.dest) {
+                        Ok(()) => {
+                            files += 1;
+                            match job {
+                                Some(_) => jobs.push(FileJob { item: i, link_of: job, failed: false }),
+                                None if failed => {
+                                    failed_items.insert(i);
+                                }
+                                None => {}
+                            }
+                        }
+                        Err(e) => {
+                            report.warn(&format!("{}: cannot create hard link: {e}", item.dest.display()));
+                            failed_items.insert(i);
+                        }
+                    }
+                    continue;
+                }
+            }
+            let fresh = item.dest.parent().is_some_and(|p| self.made_dirs.contains(p));
+            match create_item(item, fresh) {
+                Ok(made) => match n.node_type {
+                    NodeType::Dir => {
+                        self.summary.dirs += 1;
+                        if made {
+                            self.made_dirs.insert(item.dest.clone());
+                        }
+                    }
+                    NodeType::File => {
+                        if let Some(key) = n.link {
+                            inodes.insert(key, jobs.len());
+                        }
+                        jobs.push(FileJob { item: i, link_of: None, failed: false });
+                        files += 1;
+                        bytes += n.size;
+                    }
+                    _ => self.summary.others += 1,
+                },
+                Err(e) if is_full(&e) => return Err(Error::io(&item.dest, e)),
+                Err(e) => {
+                    report.warn(&format!("{}: cannot create: {e}", item.dest.display()));
+                    failed_items.insert(i);
+                }
+            }
+        }
+        self.summary.files += files;
+        self.summary.bytes += bytes;
+        if !self.known_totals {
+            progress.total_bytes.fetch_add(bytes, Ordering::Relaxed);
+            progress.total_files.fetch_add(files, Ordering::Relaxed);
+        }
+
+        // Plan the reads: every blob occurrence with where it goes, sorted by pack
+        // and position in the pack (one flat vector: no per-blob allocation).
+        let mut wants: Vec<Want> = Vec::new();
+        for (j, job) in jobs.iter_mut().enumerate() {
+            if job.link_of.is_some() {
+                continue;
+            }
+            let node = &items[job.item].node;
+            let mut offset = 0u64;
+            for id in &node.content {
+                let Some(loc) = index.get(id) else {
+                    report
+                        .warn(&format!("{}: blob {id} is missing from the repository", items[job.item].dest.display()));
+                    job.failed = true;
+                    break;
+                };
+                wants.push(Want { pack: loc.pack, entry: loc.entry, job: j, file_offset: offset });
+                offset += loc.entry.raw_length as u64;
+            }
+            if !job.failed && offset != node.size {
+                report
+                    .warn(&format!("{}: content does not add up to the recorded size", items[job.item].dest.display()));
+            }
+        }
+        wants.sort_unstable_by_key(|w| (w.pack, w.entry.offset, w.job, w.file_offset));
+        let reads = plan_reads(&wants);
+        // Tree packs read while planning are not needed any more.
+        self.repo.drop_tree_cache();
+
+        // Fill: workers take one read at a time (a range of a pack), write its blobs.
+        let next = AtomicUsize::new(0);
+        let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+        let fatal: Mutex<Option<Error>> = Mutex::new(None);
+        let repo = self.repo;
+        std::thread::scope(|s| {
+            for _ in 0..self.workers.min(reads.len()) {
+                s.spawn(|| {
+                    loop {
+                        if let Err(e) = crate::check_interrupted() {
+                            fatal.lock().expect("poisoned").get_or_insert(e);
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(wants) = reads.get(i) else {
+                            break;
+                        };
+                        let pack_id = index.packs()[wants[0].pack as usize].0;
+                        if let Err(e) = fill(repo, &pack_id, wants, &jobs, &items, &failures, progress) {
+                            fatal.lock().expect("poisoned").get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = fatal.into_inner().expect("poisoned") {
+            return Err(e);
+        }
+        drop(reads);
+        drop(wants);
+        for (j, msg) in failures.into_inner().expect("poisoned") {
+            if !jobs[j].failed {
+                report.warn(&msg);
+            }
+            jobs[j].failed = true;
+        }
+        for job in &jobs {
+            let failed = job.failed || job.link_of.is_some_and(|f| jobs[f].failed);
+            if failed {
+                failed_items.insert(job.item);
+            }
+            if job.link_of.is_none()
+                && let Some(key) = items[job.item].node.link
+            {
+                self.links.insert(key, (items[job.item].dest.clone(), failed));
+            }
+        }
+
+        // Metadata of everything but directories, in parallel.
+        let others: Vec<usize> = (0..items.len())
+            .filter(|i| items[*i].node.node_type != NodeType::Dir && !failed_items.contains(i))
+            .collect();
+        let meta_failed = Mutex::new(Vec::new());
+        let as_root = self.as_root;
+        std::thread::scope(|s| {
+            for part in others.chunks(others.len().div_ceil(self.workers).max(1)) {
+                let (items, meta_failed) = (&items, &meta_failed);
+                s.spawn(move || {
+                    for &i in part {
+                        if let Err(e) = set_metadata(&items[i], as_root) {
+                            meta_failed.lock().expect("poisoned").push((i, e));
+                        }
+                    }
+                });
+            }
+        });
+        let mut meta_failed = meta_failed.into_inner().expect("poisoned");
+        meta_failed.sort_by_key(|(i, _)| *i);
+        for (i, e) in meta_failed {
+            report.warn(&format!("{}: cannot restore metadata: {e}", items[i].dest.display()));
+            failed_items.insert(i);
+        }
+
+        if self.opts.verify {
+            let to_verify: Vec<usize> = jobs
+                .iter()
+                .filter(|j| j.link_of.is_none() && !failed_items.contains(&j.item))
+                .map(|j| j.item)
+                .collect();
+            for i in to_verify {
+                match verify_file(self.repo, index, &items[i]) {
+                    Ok(()) => self.summary.verified += 1,
+                    Err(e) => {
+                        report.warn(&format!("{}: verification failed: {e}", items[i].dest.display()));
+                        failed_items.insert(i);
+                    }
+                }
+            }
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            if item.node.node_type == NodeType::Dir {
+                self.dirs.push((item, failed_items.contains(&i)));
+            } else if failed_items.contains(&i) {
+                self.summary.errors += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Directories' metadata, deepest first (the reverse of walk order), so that
+    /// creating their entries no longer changes their times.
+    fn finish_dirs(&mut self) {
+        for (item, failed) in self.dirs.iter().rev() {
+            if *failed {
+                self.summary.errors += 1;
+                continue;
+            }
+            if let Err(e) = set_metadata(item, self.as_root) {
+                self.report.warn(&format!("{}: cannot restore metadata: {e}", item.dest.display()));
+                self.summary.errors += 1;
+            }
+        }
     }
 }
 
@@ -292,230 +560,71 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<RestoreSummary> {
     let index = repo.index()?;
-
-    // Find the starting point inside the snapshot.
-    let mut plan = Plan {
+    let sub = opts.subpath.as_deref().unwrap_or("/");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let whole = sub.trim_matches('/').is_empty()
+        && opts.includes.is_empty()
+        && opts.excludes.is_empty()
+        && snapshot.summary.total_files_processed > 0;
+    if whole {
+        progress.total_bytes.store(snapshot.summary.total_bytes_processed, Ordering::Relaxed);
+        progress.total_files.store(snapshot.summary.total_files_processed, Ordering::Relaxed);
+    }
+    let mut r = Restorer {
         repo,
+        index: &index,
+        opts,
+        report,
+        progress,
         includes: PathFilter::new(&opts.includes)?,
         excludes: PathFilter::new(&opts.excludes)?,
-        items: Vec::new(),
+        batch_items: std::env::var("CAIRN_TEST_RESTORE_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(BATCH_ITEMS),
+        known_totals: whole,
+        open_dirs: Vec::new(),
+        batch: Vec::new(),
+        batch_blobs: 0,
+        dirs: Vec::new(),
+        made_dirs: HashSet::new(),
+        links: HashMap::new(),
+        summary: RestoreSummary::default(),
+        as_root: nix::unistd::geteuid().is_root(),
+        // Enough readers to keep the CPUs and the backend (network round trips) busy.
+        workers: (cores * 2).max(repo.backend().concurrency()).clamp(2, 16),
     };
-    let sub = opts.subpath.as_deref().unwrap_or("/");
+
+    // Find the starting point inside the snapshot.
     let (start, tree) = crate::browse::lookup(repo, &snapshot.tree, sub)?;
     let snap_path: PathBuf =
         std::iter::once("/").chain(sub.split('/').filter(|c| !c.is_empty() && *c != ".")).collect();
+    fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     if let Some(node) = start.filter(|n| n.node_type != NodeType::Dir) {
         // A single file (or link): restore it under its own name.
         let dest = opts.target.join(node.os_name());
-        plan.add(node, snap_path.clone(), dest, false)?;
+        r.add(node, snap_path.clone(), dest, false)?;
     }
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     for child in tree.entries {
         let name = child.os_name().to_owned();
-        plan.add(child, snap_path.join(&name), opts.target.join(&name), false)?;
+        r.add(child, snap_path.join(&name), opts.target.join(&name), false)?;
     }
-    let items = plan.items;
-
-    // Create everything, files at their final size (sparse).
-    let mut summary = RestoreSummary::default();
-    let mut failed_items = HashSet::new();
-    let mut jobs: Vec<FileJob> = Vec::new();
-    let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut made_dirs: HashSet<&Path> = HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let n = &item.node;
-        if let Some(key) = n.link {
-            if let Some(&first) = inodes.get(&key) {
-                remove_existing(&item.dest);
-                match fs::hard_link(&items[jobs[first].item].dest, &item.dest) {
-                    Ok(()) => {
-                        jobs.push(FileJob { item: i, link_of: Some(first), failed: false });
-                        summary.files += 1;
-                    }
-                    Err(e) => {
-                        report.warn(&format!("{}: cannot create hard link: {e}", item.dest.display()));
-                        failed_items.insert(i);
-                    }
-                }
-                continue;
-            }
-        }
-        let fresh = item.dest.parent().is_some_and(|p| made_dirs.contains(p));
-        match create_item(item, fresh) {
-            Ok(made) => match n.node_type {
-                NodeType::Dir => {
-                    summary.dirs += 1;
-                    if made {
-                        made_dirs.insert(item.dest.as_path());
-                    }
-                }
-                NodeType::File => {
-                    if let Some(key) = n.link {
-                        inodes.insert(key, jobs.len());
-                    }
-                    jobs.push(FileJob { item: i, link_of: None, failed: false });
-                    summary.files += 1;
-                    summary.bytes += n.size;
-                }
-                _ => summary.others += 1,
-            },
-            Err(e) if is_full(&e) => return Err(Error::io(&item.dest, e)),
-            Err(e) => {
-                report.warn(&format!("{}: cannot create: {e}", item.dest.display()));
-                failed_items.insert(i);
-            }
-        }
-    }
-    progress.total_bytes.store(summary.bytes, Ordering::Relaxed);
-    progress.total_files.store(summary.files, Ordering::Relaxed);
-
-    // Plan the reads: every blob occurrence with where it goes, sorted by pack and
-    // position in the pack (one flat vector: no per-blob allocation).
-    let mut wants: Vec<Want> = Vec::new();
-    for (j, job) in jobs.iter_mut().enumerate() {
-        if job.link_of.is_some() {
-            continue;
-        }
-        let node = &items[job.item].node;
-        let mut offset = 0u64;
-        for id in &node.content {
-            let Some(loc) = index.get(id) else {
-                report.warn(&format!("{}: blob {id} is missing from the repository", items[job.item].dest.display()));
-                job.failed = true;
-                break;
-            };
-            wants.push(Want { pack: loc.pack, entry: loc.entry, job: j, file_offset: offset });
-            offset += loc.entry.raw_length as u64;
-        }
-        if !job.failed && offset != node.size {
-            report.warn(&format!("{}: content does not add up to the recorded size", items[job.item].dest.display()));
-        }
-    }
-    wants.sort_unstable_by_key(|w| (w.pack, w.entry.offset, w.job, w.file_offset));
-    let packs: Vec<&[Want]> = wants.chunk_by(|a, b| a.pack == b.pack).collect();
-    // Tree packs read while planning are not needed any more.
-    repo.drop_tree_cache();
-
-    // Fill: workers take whole packs, read them in few large ranges, write blobs.
-    let next = AtomicUsize::new(0);
-    let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Enough readers to keep the CPUs and the backend (network round trips) busy.
-    let workers = (cores * 2).max(repo.backend().concurrency()).clamp(2, 16);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    if let Err(e) = crate::check_interrupted() {
-                        fatal.lock().expect("poisoned").get_or_insert(e);
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(wants) = packs.get(i) else {
-                        break;
-                    };
-                    let pack_id = index.packs()[wants[0].pack as usize].0;
-                    if let Err(e) = fill_pack(repo, &pack_id, wants, &jobs, &items, &failures, progress) {
-                        fatal.lock().expect("poisoned").get_or_insert(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = fatal.into_inner().expect("poisoned") {
-        return Err(e);
-    }
-    for (j, msg) in failures.into_inner().expect("poisoned") {
-        if !jobs[j].failed {
-            report.warn(&msg);
-        }
-        jobs[j].failed = true;
-    }
-    for job in &jobs {
-        let failed = job.failed || job.link_of.is_some_and(|f| jobs[f].failed);
-        if failed {
-            failed_items.insert(job.item);
-        }
-    }
-
-    // Metadata: everything but directories (in parallel), then directories deepest
-    // first so that creating their entries no longer changes their times.
-    let as_root = nix::unistd::geteuid().is_root();
-    let others: Vec<usize> =
-        (0..items.len()).filter(|i| items[*i].node.node_type != NodeType::Dir && !failed_items.contains(i)).collect();
-    let meta_failed = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for part in others.chunks(others.len().div_ceil(workers).max(1)) {
-            let (items, meta_failed) = (&items, &meta_failed);
-            s.spawn(move || {
-                for &i in part {
-                    if let Err(e) = set_metadata(&items[i], as_root) {
-                        meta_failed.lock().expect("poisoned").push((i, e));
-                    }
-                }
-            });
-        }
-    });
-    let mut meta_failed = meta_failed.into_inner().expect("poisoned");
-    for i in (0..items.len()).rev().filter(|i| items[*i].node.node_type == NodeType::Dir) {
-        if let Err(e) = set_metadata(&items[i], as_root) {
-            meta_failed.push((i, e));
-        }
-    }
-    meta_failed.sort_by_key(|(i, _)| *i);
-    for (i, e) in meta_failed {
-        report.warn(&format!("{}: cannot restore metadata: {e}", items[i].dest.display()));
-        failed_items.insert(i);
-    }
-
-    if opts.verify {
-        let to_verify: Vec<usize> =
-            jobs.iter().filter(|j| j.link_of.is_none() && !failed_items.contains(&j.item)).map(|j| j.item).collect();
-        for i in to_verify {
-            let item = &items[i];
-            match verify_file(repo, &index, item) {
-                Ok(()) => summary.verified += 1,
-                Err(e) => {
-                    report.warn(&format!("{}: verification failed: {e}", item.dest.display()));
-                    failed_items.insert(i);
-                }
-            }
-        }
-    }
-    summary.errors = failed_items.len() as u64;
-    Ok(summary)
+    r.run_batch()?;
+    r.finish_dirs();
+    Ok(r.summary)
 }
 
-/// Reads the blobs of one pack (merging nearby ones into one read) and writes them.
-/// `wants` is sorted by position in the pack; a blob wanted in several places
-/// appears once per place, adjacent, and is decoded once.
-fn fill_pack(
-    repo: &Repository,
-    pack_id: &Id,
-    wants: &[Want],
-    jobs: &[FileJob],
-    items: &[Item],
-    failures: &Mutex<Vec<(usize, String)>>,
-    progress: &Progress,
-) -> Result<()> {
+/// The reads of a batch: `wants` (sorted by pack and position) cut into runs
+/// that one ranged read of a pack covers, merging blobs less than `MAX_GAP`
+/// apart up to `MAX_READ` bytes. A blob wanted in several places appears once
+/// per place, adjacent, in the same read (unless it is larger than a read).
+fn plan_reads(wants: &[Want]) -> Vec<&[Want]> {
     const MAX_GAP: u64 = 1 << 20;
     const MAX_READ: u64 = 4 << 20;
-    let fail = |wants: &[Want], msg: &str| {
-        let mut f = failures.lock().expect("poisoned");
-        for w in wants {
-            f.push((w.job, format!("{}: {msg}", items[jobs[w.job].item].dest.display())));
-        }
-    };
-    let mut open: Option<(usize, File)> = None;
+    let mut reads = Vec::new();
     let mut i = 0;
     while i < wants.len() {
-        // One read covers wants[i..k].
         let start = wants[i].entry.offset as u64;
         let mut end = start + wants[i].entry.length as u64;
         let mut k = i + 1;
-        while k < wants.len() {
+        while k < wants.len() && wants[k].pack == wants[i].pack {
             let e = &wants[k].entry;
             let e_end = e.offset as u64 + e.length as u64;
             if e.offset as u64 > end + MAX_GAP || e_end.max(end) - start > MAX_READ {
@@ -524,61 +633,83 @@ fn fill_pack(
             end = end.max(e_end);
             k += 1;
         }
-        let range = repo.block_on(
-            repo.backend().read(&crate::backend::Handle::id(crate::backend::FileKind::Pack, pack_id), Some(start..end)),
-        );
-        let data = match range {
-            Ok(d) => d,
+        reads.push(&wants[i..k]);
+        i = k;
+    }
+    reads
+}
+
+/// Reads the range of pack `pack_id` that `wants` (one entry of [`plan_reads`])
+/// covers, and writes its blobs, each decoded once.
+fn fill(
+    repo: &Repository,
+    pack_id: &Id,
+    wants: &[Want],
+    jobs: &[FileJob],
+    items: &[Item],
+    failures: &Mutex<Vec<(usize, String)>>,
+    progress: &Progress,
+) -> Result<()> {
+    let fail = |wants: &[Want], msg: &str| {
+        let mut f = failures.lock().expect("poisoned");
+        for w in wants {
+            f.push((w.job, format!("{}: {msg}", items[jobs[w.job].item].dest.display())));
+        }
+    };
+    let start = wants[0].entry.offset as u64;
+    let end = wants.iter().map(|w| w.entry.offset as u64 + w.entry.length as u64).max().unwrap_or(start);
+    let range = repo.block_on(
+        repo.backend().read(&crate::backend::Handle::id(crate::backend::FileKind::Pack, pack_id), Some(start..end)),
+    );
+    let data = match range {
+        Ok(d) => d,
+        Err(e) => {
+            fail(wants, &format!("cannot read pack {pack_id}: {e}"));
+            return Ok(());
+        }
+    };
+    let mut open: Option<(usize, File)> = None;
+    for same in wants.chunk_by(|a, b| a.entry.offset == b.entry.offset) {
+        let entry = &same[0].entry;
+        let off = (entry.offset as u64 - start) as usize;
+        let plain = match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize]) {
+            Ok(p) => p,
             Err(e) => {
-                fail(&wants[i..k], &format!("cannot read pack {pack_id}: {e}"));
-                i = k;
+                fail(same, &format!("damaged data in pack {pack_id}: {e}"));
                 continue;
             }
         };
-        for same in wants[i..k].chunk_by(|a, b| a.entry.offset == b.entry.offset) {
-            let entry = &same[0].entry;
-            let off = (entry.offset as u64 - start) as usize;
-            let plain = match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize]) {
-                Ok(p) => p,
-                Err(e) => {
-                    fail(same, &format!("damaged data in pack {pack_id}: {e}"));
-                    continue;
-                }
-            };
-            let zero = is_zero(&plain);
-            for w in same {
-                let j = w.job;
-                progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                if zero {
-                    continue;
-                }
-                // Blobs of one file sit together in a pack: keep only its handle open.
-                if open.as_ref().is_none_or(|(k, _)| *k != j) {
-                    open = None;
-                    match OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&items[jobs[j].item].dest)
-                    {
-                        Ok(f) => open = Some((j, f)),
-                        Err(e) => {
-                            fail(std::slice::from_ref(w), &format!("cannot open for writing: {e}"));
-                            continue;
-                        }
+        let zero = is_zero(&plain);
+        for w in same {
+            let j = w.job;
+            progress.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            if zero {
+                continue;
+            }
+            // Blobs of one file sit together in a pack: keep only its handle open.
+            if open.as_ref().is_none_or(|(k, _)| *k != j) {
+                open = None;
+                match OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&items[jobs[j].item].dest) {
+                    Ok(f) => open = Some((j, f)),
+                    Err(e) => {
+                        fail(std::slice::from_ref(w), &format!("cannot open for writing: {e}"));
+                        continue;
                     }
                 }
-                let Some((_, f)) = &open else { continue };
-                match write_sparse(f, w.file_offset, &plain) {
-                    Err(e) if is_full(&e) => return Err(Error::io(&items[jobs[j].item].dest, e)),
-                    Err(e) => fail(std::slice::from_ref(w), &format!("write failed: {e}")),
-                    Ok(()) => {}
-                }
+            }
+            let Some((_, f)) = &open else { continue };
+            match write_sparse(f, w.file_offset, &plain) {
+                Err(e) if is_full(&e) => return Err(Error::io(&items[jobs[j].item].dest, e)),
+                Err(e) => fail(std::slice::from_ref(w), &format!("write failed: {e}")),
+                Ok(()) => {}
             }
         }
-        i = k;
     }
     Ok(())
 }
 
 /// Re-reads a restored file and checks each blob-sized piece against its ID.
-fn verify_file(repo: &Repository, index: &crate::repo::index::Index, item: &Item) -> Result<()> {
+fn verify_file(repo: &Repository, index: &Index, item: &Item) -> Result<()> {
     let mut f = File::open(&item.dest).map_err(|e| Error::io(&item.dest, e))?;
     let mut buf = Vec::new();
     for id in &item.node.content {
