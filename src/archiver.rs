@@ -85,6 +85,9 @@ struct Sink<'a> {
     index: &'a Index,
     queued: HashSet<Id>,
     tx: crossbeam_channel::Sender<Job>,
+    /// Buffers of jobs the workers are done with, for reuse (no allocation and
+    /// no fresh pages per chunk).
+    spare: crossbeam_channel::Receiver<Vec<u8>>,
     /// The ID of the chunk cut from a run of zeros, hashed once.
     zero_id: Id,
     packer: &'a Packer<'a>,
@@ -116,8 +119,11 @@ impl Sink<'_> {
     /// Queues blob `id` for the workers unless it is stored or queued already.
     fn queue(&mut self, blob_type: BlobType, id: Id, data: &[u8]) -> Result<Id> {
         if !self.index.contains(&id) && self.queued.insert(id) {
+            let mut buf = self.spare.try_recv().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(data);
             self.tx
-                .send(Job { blob_type, id, data: data.to_vec() })
+                .send(Job { blob_type, id, data: buf })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
             let c = &mut self.checkpoint;
             c.blobs += 1;
@@ -616,17 +622,22 @@ pub fn backup(
     let level = opts.compression.unwrap_or(repo.config().compression);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers * 3);
     let worker_error = Mutex::new(None);
 
     let (tree, summary) = std::thread::scope(|s| -> Result<_> {
         for _ in 0..workers {
-            let (rx, packer, worker_error) = (rx.clone(), &packer, &worker_error);
+            let (rx, spare, packer, worker_error) = (rx.clone(), spare_tx.clone(), &packer, &worker_error);
             s.spawn(move || {
                 let mut z = crate::compress::Compressor::new(level);
                 for job in rx {
                     if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
                         worker_error.lock().expect("poisoned").get_or_insert(e);
                         break;
+                    }
+                    // (Not kept when full, or when a huge tree blob made it large.)
+                    if job.data.capacity() <= 16 << 20 {
+                        let _ = spare.try_send(job.data);
                     }
                 }
             });
@@ -640,6 +651,7 @@ pub fn backup(
                 index: &index,
                 queued: HashSet::new(),
                 tx,
+                spare: spare_rx,
                 zero_id,
                 packer: &packer,
                 checkpoint: Checkpoint {

@@ -29,13 +29,20 @@ impl Compressor {
 
     /// The compressed form of `plain`, if it is smaller.
     pub fn compress(&mut self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut out = vec![0; plain.len()];
+        let n = self.compress_into(plain, &mut out)?;
+        out.truncate(n);
+        Some(out)
+    }
+
+    /// Compresses `plain` into `out` (at least `plain.len()` bytes long) and
+    /// returns the compressed length, if it is smaller than `plain`.
+    pub fn compress_into(&mut self, plain: &[u8], out: &mut [u8]) -> Option<usize> {
         if plain.len() <= 64 || !self.worth_trying(plain) {
             return None;
         }
-        // An output buffer no larger than the input: if it does not fit, it did not shrink.
-        let mut out = Vec::with_capacity(plain.len() - 1);
-        self.main.compress_to_buffer(plain, &mut out).ok()?;
-        Some(out)
+        // Room for less than the input: if it does not fit, it did not shrink.
+        self.main.compress_to_buffer(plain, &mut out[..plain.len() - 1]).ok()
     }
 
     /// Whether a fast level-1 pass over three samples saves at least 1%.

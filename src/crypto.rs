@@ -105,6 +105,11 @@ impl MasterKey {
         seal_with(&self.enc, aad, plaintext)
     }
 
+    /// [`MasterKey::seal`] in place (see [`seal_in_place`]).
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut [u8]) {
+        seal_in_place(&self.enc, aad, buf)
+    }
+
     /// Decrypts and authenticates the output of [`MasterKey::seal`].
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>> {
         open_with(&self.enc, aad, sealed)
@@ -135,6 +140,19 @@ pub fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
     out.extend_from_slice(&tag);
     out
+}
+
+/// Seals in place: `buf` is 24 bytes of room for the nonce, the plaintext, and
+/// 16 bytes of room for the tag; afterwards it is what [`seal_with`] returns.
+pub fn seal_in_place(key: &[u8; 32], aad: &[u8], buf: &mut [u8]) {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let nonce = XNonce::generate();
+    let n = buf.len() - 16;
+    buf[..24].copy_from_slice(&nonce);
+    let tag = cipher
+        .encrypt_inout_detached(&nonce, aad, (&mut buf[24..n]).into())
+        .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
+    buf[n..].copy_from_slice(&tag);
 }
 
 /// Opens the output of [`seal_with`]; any tampering is an error.

@@ -93,10 +93,34 @@ impl BlobEntry {
 
 /// Compresses (when it helps) and seals a blob's plaintext. Returns (compressed, stored bytes).
 pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut Compressor>) -> (bool, Vec<u8>) {
-    match zstd.and_then(|z| z.compress(plain)) {
-        Some(c) => (true, key.seal(label::BLOB, &c)),
-        None => (false, key.seal(label::BLOB, plain)),
+    let mut out = Vec::new();
+    let (compressed, n) = encode_blob_into(key, plain, zstd, &mut out);
+    out.truncate(n);
+    (compressed, out)
+}
+
+/// [`encode_blob`] into `buf` (grown as needed, never shrunk, so that a reused
+/// buffer costs no allocation): compressed straight after the nonce and sealed
+/// in place. Returns whether it was compressed and the stored length, `buf[..n]`.
+pub fn encode_blob_into(
+    key: &MasterKey,
+    plain: &[u8],
+    zstd: Option<&mut Compressor>,
+    buf: &mut Vec<u8>,
+) -> (bool, usize) {
+    let room = 24 + plain.len() + 16;
+    if buf.len() < room {
+        buf.resize(room, 0);
     }
+    let (compressed, len) = match zstd.and_then(|z| z.compress_into(plain, &mut buf[24..24 + plain.len()])) {
+        Some(n) => (true, n),
+        None => {
+            buf[24..24 + plain.len()].copy_from_slice(plain);
+            (false, plain.len())
+        }
+    };
+    key.seal_in_place(label::BLOB, &mut buf[..24 + len + 16]);
+    (compressed, 24 + len + 16)
 }
 
 thread_local! {

@@ -64,8 +64,20 @@ impl<'r> Packer<'r> {
         plain: &[u8],
         zstd: Option<&mut crate::compress::Compressor>,
     ) -> Result<()> {
-        let (compressed, stored) = pack::encode_blob(self.repo.key(), plain, zstd);
-        self.add_stored(blob_type, id, compressed, plain.len() as u32, &stored)
+        thread_local! {
+            /// Each worker compresses and seals into a buffer of its own, reused.
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            let (compressed, n) = pack::encode_blob_into(self.repo.key(), plain, zstd, &mut buf);
+            let r = self.add_stored(blob_type, id, compressed, plain.len() as u32, &buf[..n]);
+            if buf.len() > 16 << 20 {
+                // (A huge tree blob: do not keep its buffer.)
+                *buf = Vec::new();
+            }
+            r
+        })
     }
 
     /// Adds a blob already compressed and sealed (as read from another pack, by
