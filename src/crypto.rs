@@ -92,10 +92,12 @@ impl MasterKey {
         Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
     }
 
-    /// A key for tagging local files derived from repository data (the on-disk
-    /// index table in the cache), so that a damaged or foreign file is refused.
-    pub fn local_mac_key(&self) -> [u8; 32] {
-        let mut h = blake3::Hasher::new_derive_key("cairn 2026-11 local index table tags");
+    /// The key of local files derived from repository data (the on-disk index
+    /// table in the cache): they are encrypted and authenticated like the
+    /// repository's, so a damaged or foreign file is refused and the cache
+    /// holds nothing readable without the repository key.
+    pub fn local_key(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("cairn 2026-11 local index table key");
         h.update(&self.enc).update(&self.id);
         *h.finalize().as_bytes()
     }
@@ -153,6 +155,26 @@ pub fn seal_in_place(key: &[u8; 32], aad: &[u8], buf: &mut [u8]) {
         .encrypt_inout_detached(&nonce, aad, (&mut buf[24..n]).into())
         .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
     buf[n..].copy_from_slice(&tag);
+}
+
+/// Encrypts `buf` but its last 16 bytes in place under `key` and `nonce`, and
+/// writes the tag into those 16 bytes. The caller guarantees that a nonce is
+/// never used twice with one key (the local index table: a random salt per
+/// table and the page number).
+pub fn seal_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) {
+    let n = buf.len() - 16;
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_inout_detached(nonce.into(), b"", (&mut buf[..n]).into())
+        .expect("XChaCha20-Poly1305 accepts any message below 256 GiB");
+    buf[n..].copy_from_slice(&tag);
+}
+
+/// Opens what [`seal_detached`] made, in place; false if it does not authenticate.
+pub fn open_detached(key: &[u8; 32], nonce: &[u8; 24], buf: &mut [u8]) -> bool {
+    let Some(n) = buf.len().checked_sub(16) else { return false };
+    let (ct, tag) = buf.split_at_mut(n);
+    let tag = Tag::try_from(&tag[..]).expect("16 bytes");
+    XChaCha20Poly1305::new(key.into()).decrypt_inout_detached(nonce.into(), b"", ct.into(), &tag).is_ok()
 }
 
 /// Opens the output of [`seal_with`]; any tampering is an error.

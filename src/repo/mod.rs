@@ -502,13 +502,13 @@ impl Repository {
         ids.sort_unstable();
         let s = &self.index_settings;
         let mut table = s.dir.as_ref().map(|d| d.join(INDEX_TABLE));
-        let mac = self.key.local_mac_key();
+        let key = self.key.local_key();
         // An index entry is at least 32 bytes stored (its ID does not compress),
         // so this bounds the number of blobs from above.
         let stored: u64 = listed.iter().map(|f| f.size).sum();
         let large = stored / 32 * 40 > s.budget as u64;
         if large
-            && let Some(base) = table.as_deref().and_then(|t| Index::open_table(t, &mac))
+            && let Some(base) = table.as_deref().and_then(|t| Index::open_table(t, &key))
             && base.covers().iter().all(|c| ids.binary_search(c).is_ok())
         {
             // Index files newer than the table, in memory on top of it, unless
@@ -534,7 +534,7 @@ impl Repository {
             table = None;
         }
         let dir = table.as_deref().and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let limits = index::Limits { budget: s.budget, spill_from_start: large, dir, mac };
+        let limits = index::Limits { budget: s.budget, spill_from_start: large, dir, key };
         let mut b = index::Builder::new(limits);
         self.for_each_index_file(&ids, |id, f| b.add(id, &f).map(|()| true))?;
         let idx = b.finish(&ids, table.as_deref())?;

@@ -260,11 +260,11 @@ impl Index {
         b.finish(&[], None)
     }
 
-    /// Opens a table that [`Builder::finish`] wrote to `path` with `mac`; none if
-    /// it is missing, damaged or written with another key.
-    pub fn open_table(path: &Path, mac: &[u8; 32]) -> Option<Index> {
+    /// Opens a table that [`Builder::finish`] wrote to `path` with `key`; none
+    /// if it is missing, damaged or written with another key.
+    pub fn open_table(path: &Path, key: &[u8; 32]) -> Option<Index> {
         let f = std::fs::File::open(path).ok()?;
-        let (t, packs, pack_pending) = paged::open(f, Some(path.to_path_buf()), mac)?;
+        let (t, packs, pack_pending) = paged::open(f, Some(path.to_path_buf()), key)?;
         Some(Index { packs, pack_pending, base: Some(t), ..Index::default() })
     }
 
@@ -396,14 +396,14 @@ pub struct Limits {
     pub spill_from_start: bool,
     /// Folder for the runs (and the table, when it has no place of its own).
     pub dir: PathBuf,
-    /// Key of the tags of the table's pages and trailer.
-    pub mac: [u8; 32],
+    /// Key that seals the table's pages and trailer.
+    pub key: [u8; 32],
 }
 
 impl Limits {
     /// An index wholly in memory, whatever its size.
     pub fn unlimited() -> Limits {
-        Limits { budget: usize::MAX, spill_from_start: false, dir: std::env::temp_dir(), mac: [0; 32] }
+        Limits { budget: usize::MAX, spill_from_start: false, dir: std::env::temp_dir(), key: [0; 32] }
     }
 }
 
@@ -554,7 +554,7 @@ impl Builder {
             }
             None => (tempfile::tempfile_in(&dir).map_err(err)?, None),
         };
-        let mut w = paged::Writer::new(file, self.limits.mac).map_err(err)?;
+        let mut w = paged::Writer::new(file, self.limits.key).map_err(err)?;
         // Blobs only in pending packs go to a run of their own, written after.
         let mut pend = std::io::BufWriter::new(tempfile::tempfile_in(&dir).map_err(err)?);
         let mut b = [0u8; paged::SLOT];
@@ -580,7 +580,7 @@ impl Builder {
             }
             _ => None,
         };
-        let (t, packs, pack_pending) = paged::open(file, path, &self.limits.mac).ok_or_else(|| {
+        let (t, packs, pack_pending) = paged::open(file, path, &self.limits.key).ok_or_else(|| {
             Error::io(&dir, std::io::Error::other("the on-disk index just written does not read back"))
         })?;
         Ok(Index { packs, pack_pending, base: Some(t), ..Index::default() })
@@ -837,7 +837,7 @@ mod tests {
             budget: 1000 * paged::SLOT,
             spill_from_start,
             dir: dir.path().to_path_buf(),
-            mac: [3; 32],
+            key: [3; 32],
         };
         let table = dir.path().join("index.table");
         for from_start in [false, true] {

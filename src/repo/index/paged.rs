@@ -1,9 +1,9 @@
 //! The index on disk, for repositories whose index does not fit the memory
-//! budget: the sorted slots of the in-memory table, in 4 KiB pages, each with a
-//! keyed BLAKE3 tag; a trailer holds the packs, one fence (the first 8 key bytes)
-//! per page and the list of index files the table covers. Only the trailer is
-//! kept in memory (about 0.1 byte per blob); a lookup reads and verifies one
-//! page. The file lives in the local cache; see docs/format.md §17.
+//! budget: the sorted slots of the in-memory table, in 4 KiB pages, each sealed
+//! with XChaCha20-Poly1305; a sealed trailer holds the packs, one fence (the
+//! first 8 key bytes) per page and the list of index files the table covers.
+//! Only the trailer is kept in memory (about 0.1 byte per blob); a lookup reads
+//! and opens one page. The file lives in the local cache; see docs/format.md §20.
 
 use std::collections::BinaryHeap;
 use std::fs::File;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{KEY, Slot, cmp_key};
 use crate::id::Id;
 
-const MAGIC: &[u8; 8] = b"CAIRNIT1";
+const MAGIC: &[u8; 8] = b"CAIRNIT2";
 const PAGE: usize = 4096;
 const TAG: usize = 16;
 /// Bytes of one slot on disk.
@@ -50,10 +50,13 @@ fn head(k: &[u8; KEY]) -> u64 {
     u64::from_be_bytes(k[..8].try_into().expect("8 bytes"))
 }
 
-fn page_tag(mac: &[u8; 32], salt: &[u8; 16], page: u64, body: &[u8]) -> [u8; TAG] {
-    let mut h = blake3::Hasher::new_keyed(mac);
-    h.update(salt).update(&page.to_le_bytes()).update(body);
-    h.finalize().as_bytes()[..TAG].try_into().expect("TAG bytes")
+/// The nonce of page `page` (or of the trailer, `u64::MAX`) of the table with
+/// `salt`: unique per key, since every table gets a random salt.
+fn nonce(salt: &[u8; 16], page: u64) -> [u8; 24] {
+    let mut n = [0u8; 24];
+    n[..16].copy_from_slice(salt);
+    n[16..].copy_from_slice(&page.to_le_bytes());
+    n
 }
 
 /// A sorted run of slots spilled to a temporary file while building.
@@ -134,7 +137,7 @@ struct Section {
 /// Writes slots (in key order) as tagged pages, section after section.
 pub(super) struct Writer {
     out: BufWriter<File>,
-    mac: [u8; 32],
+    key: [u8; 32],
     salt: [u8; 16],
     page: Vec<u8>,
     in_page: usize,
@@ -144,12 +147,12 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts a table in `file` (empty).
-    pub(super) fn new(file: File, mac: [u8; 32]) -> io::Result<Writer> {
+    pub(super) fn new(file: File, key: [u8; 32]) -> io::Result<Writer> {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(io::Error::other)?;
         Ok(Writer {
             out: BufWriter::with_capacity(1 << 20, file),
-            mac,
+            key,
             salt,
             page: vec![0; PAGE],
             in_page: 0,
@@ -178,8 +181,7 @@ impl Writer {
             return Ok(());
         }
         self.page[self.in_page * SLOT..PAGE - TAG].fill(0);
-        let tag = page_tag(&self.mac, &self.salt, self.pages, &self.page[..PAGE - TAG]);
-        self.page[PAGE - TAG..].copy_from_slice(&tag);
+        crate::crypto::seal_detached(&self.key, &nonce(&self.salt, self.pages), &mut self.page);
         self.out.write_all(&self.page)?;
         self.pages += 1;
         self.in_page = 0;
@@ -217,8 +219,8 @@ impl Writer {
                 t.extend_from_slice(&f.to_le_bytes());
             }
         }
-        let tag = blake3::keyed_hash(&self.mac, &t);
-        t.extend_from_slice(tag.as_bytes());
+        t.extend_from_slice(&[0; TAG]);
+        crate::crypto::seal_detached(&self.key, &nonce(&self.salt, u64::MAX), &mut t[24..]);
         let n = t.len() as u64;
         self.out.write_all(&t)?;
         self.out.write_all(&n.to_le_bytes())?;
@@ -231,7 +233,7 @@ pub(super) struct Paged {
     file: File,
     /// Where it lives (removed when found damaged), or none for a temporary one.
     path: Option<PathBuf>,
-    mac: [u8; 32],
+    key: [u8; 32],
     salt: [u8; 16],
     /// The index files it was built from, sorted.
     pub(super) covers: Vec<Id>,
@@ -261,28 +263,27 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Opens a table written by [`Writer`], checking the trailer's tag and that the
-/// pages it describes are all there. Any mismatch is `None` (rebuild).
-pub(super) fn open(file: File, path: Option<PathBuf>, mac: &[u8; 32]) -> Option<Opened> {
+/// Opens a table written by [`Writer`] with `key`, checking the trailer and that
+/// the pages it describes are all there. Any mismatch is `None` (rebuild).
+pub(super) fn open(file: File, path: Option<PathBuf>, key: &[u8; 32]) -> Option<Opened> {
     let len = file.metadata().ok()?.len();
     let mut n = [0u8; 8];
     file.read_exact_at(&mut n, len.checked_sub(8)?).ok()?;
     let n = u64::from_le_bytes(n);
-    if !(32..=MAX_TRAILER).contains(&n) || n + 8 > len {
+    if !(24 + TAG as u64..=MAX_TRAILER).contains(&n) || n + 8 > len {
         return None;
     }
     let body = len - 8 - n;
     let mut t = vec![0u8; n as usize];
     file.read_exact_at(&mut t, body).ok()?;
-    let (t, tag) = t.split_at(t.len() - 32);
-    if blake3::keyed_hash(mac, t) != blake3::Hash::from_bytes(tag.try_into().ok()?) {
+    if &t[..8] != MAGIC {
         return None;
     }
-    let mut c = Cursor(t);
-    if c.take(8)? != MAGIC {
+    let salt: [u8; 16] = t[8..24].try_into().ok()?;
+    if !crate::crypto::open_detached(key, &nonce(&salt, u64::MAX), &mut t[24..]) {
         return None;
     }
-    let salt: [u8; 16] = c.take(16)?.try_into().ok()?;
+    let mut c = Cursor(&t[24..t.len() - TAG]);
     let nc = c.count(32)?;
     let covers = (0..nc).map(|_| Some(Id(c.take(32)?.try_into().ok()?))).collect::<Option<Vec<_>>>()?;
     let np = c.count(41)?;
@@ -315,7 +316,7 @@ pub(super) fn open(file: File, path: Option<PathBuf>, mac: &[u8; 32]) -> Option<
     {
         return None;
     }
-    let paged = Paged { file, path, mac: *mac, salt, covers, live, pending: pend, damaged: AtomicBool::new(false) };
+    let paged = Paged { file, path, key: *key, salt, covers, live, pending: pend, damaged: AtomicBool::new(false) };
     Some((paged, packs, pending))
 }
 
@@ -343,7 +344,7 @@ impl Paged {
             let mut page = [0u8; PAGE];
             let no = sec.first_page + p as u64;
             let ok = self.file.read_exact_at(&mut page, no * PAGE as u64).is_ok()
-                && page_tag(&self.mac, &self.salt, no, &page[..PAGE - TAG])[..] == page[PAGE - TAG..];
+                && crate::crypto::open_detached(&self.key, &nonce(&self.salt, no), &mut page);
             if !ok {
                 self.damaged();
                 return None;
@@ -367,7 +368,7 @@ impl Paged {
         None
     }
 
-    /// A page failed its check or could not be read: warn once and remove the
+    /// A page failed to open or could not be read: warn once and remove the
     /// table, so the next run rebuilds it. The lookup counts as a miss.
     fn damaged(&self) {
         if !self.damaged.swap(true, Ordering::Relaxed) {
@@ -389,9 +390,9 @@ mod tests {
         Slot { key, pack: (i % 7) as u32, offset: i as u32, length: 100, raw_length: 200 }
     }
 
-    fn table(dir: &Path, live: &[Slot], pending: &[Slot], mac: &[u8; 32]) -> PathBuf {
+    fn table(dir: &Path, live: &[Slot], pending: &[Slot], key: &[u8; 32]) -> PathBuf {
         let path = dir.join("t");
-        let mut w = Writer::new(File::create(&path).unwrap(), *mac).unwrap();
+        let mut w = Writer::new(File::create(&path).unwrap(), *key).unwrap();
         for s in live {
             w.push(s).unwrap();
         }
@@ -407,7 +408,7 @@ mod tests {
     #[test]
     fn pages_find_every_slot_and_reject_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mac = [7u8; 32];
+        let key = [7u8; 32];
         let mut live: Vec<Slot> = (0..10_000).map(slot).collect();
         // Keys sharing their first 8 bytes across a page boundary.
         for (n, s) in live.iter_mut().enumerate().take(300).skip(95) {
@@ -420,8 +421,8 @@ mod tests {
         let pending: Vec<Slot> = (20_000..20_050).map(slot).collect::<Vec<_>>();
         let mut pending = pending;
         pending.sort_unstable_by(|a, b| cmp_key(&a.key, &b.key));
-        let path = table(dir.path(), &live, &pending, &mac);
-        let (t, packs, _) = open(File::open(&path).unwrap(), Some(path.clone()), &mac).unwrap();
+        let path = table(dir.path(), &live, &pending, &key);
+        let (t, packs, _) = open(File::open(&path).unwrap(), Some(path.clone()), &key).unwrap();
         assert_eq!((t.len(), packs.len(), t.covers.clone()), (live.len(), 7, vec![Id::hash(b"ix")]));
         for s in &live {
             assert_eq!(t.find_live(&s.key).map(|f| f.offset), Some(s.offset));
@@ -435,6 +436,9 @@ mod tests {
             assert!(t.find_live(&slot(i).key).is_none());
         }
         assert!(t.find_live(&[0; KEY]).is_none() && t.find_live(&[0xff; KEY]).is_none());
+        // Nothing of a slot is readable in the file.
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(!bytes.windows(KEY).any(|w| w == live[7].key), "a blob key in plain text");
         // Another key opens nothing.
         assert!(open(File::open(&path).unwrap(), None, &[8u8; 32]).is_none());
         // A damaged page is a miss, a warning, and the file goes.
@@ -444,12 +448,12 @@ mod tests {
         assert!(t.find_live(&s.key).is_none());
         assert!(!path.exists());
         // A truncated file does not open.
-        let path = table(dir.path(), &live, &pending, &mac);
+        let path = table(dir.path(), &live, &pending, &key);
         let len = std::fs::metadata(&path).unwrap().len();
         for cut in [len - 1, len - 100, PAGE as u64 * 3, 5] {
             let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             f.set_len(cut).unwrap();
-            assert!(open(File::open(&path).unwrap(), None, &mac).is_none(), "cut at {cut}");
+            assert!(open(File::open(&path).unwrap(), None, &key).is_none(), "cut at {cut}");
         }
     }
 
