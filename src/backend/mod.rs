@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::id::Id;
 
 pub mod conformance;
+pub mod faults;
 pub mod local;
 pub mod mem;
 pub mod retry;
@@ -249,16 +250,27 @@ pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBa
             _ => return Err(crate::Error::InvalidArgument(format!("unknown option {k:?}"))),
         }
     }
+    // Test-only fault injection goes below the retry layer, which it exercises;
+    // a local directory then gets one too, as remote storage would have.
+    let faults = match std::env::var(faults::ENV) {
+        Ok(v) if !v.is_empty() => Some(faults::Faults::parse(&v)?),
+        _ => None,
+    };
+    let wrap = |b: DynBackend, retried: bool| -> DynBackend {
+        let b: DynBackend = match &faults {
+            Some(f) => Arc::new(faults::FaultBackend::new(b, f.clone())),
+            None => b,
+        };
+        if retried || faults.is_some() { Arc::new(retry::RetryBackend::new(b, retry)) } else { b }
+    };
     if let Some(rest) = location.strip_prefix("local:") {
-        return Ok(Arc::new(local::LocalBackend::new(rest)));
+        return Ok(wrap(Arc::new(local::LocalBackend::new(rest)), false));
     }
     if let Some(spec) = location.strip_prefix("swift:") {
-        let b = swift::SwiftBackend::from_env(spec, swift)?;
-        return Ok(Arc::new(retry::RetryBackend::new(Arc::new(b), retry)));
+        return Ok(wrap(Arc::new(swift::SwiftBackend::from_env(spec, swift)?), true));
     }
     if let Some(spec) = location.strip_prefix("sftp:") {
-        let b = sftp::SftpBackend::new(spec, sftp)?;
-        return Ok(Arc::new(retry::RetryBackend::new(Arc::new(b), retry)));
+        return Ok(wrap(Arc::new(sftp::SftpBackend::new(spec, sftp)?), true));
     }
     if let Some((scheme, _)) = location.split_once(':')
         && matches!(scheme, "s3" | "rest" | "b2" | "azure" | "gs" | "rclone")
@@ -267,5 +279,5 @@ pub fn open(location: &str, options: &[(String, String)]) -> crate::Result<DynBa
             "repository location {location:?}: the {scheme} backend is not available in this version"
         )));
     }
-    Ok(Arc::new(local::LocalBackend::new(location)))
+    Ok(wrap(Arc::new(local::LocalBackend::new(location)), false))
 }

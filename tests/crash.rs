@@ -1,0 +1,174 @@
+//! Crashes at every step: each command that changes a repository (backup,
+//! forget, prune, copy, key passwd, and restore, which takes a lease) is killed
+//! (abort, as `kill -9` would) just before its 1st, 2nd, 3rd, … write or remove
+//! reaches the storage (`CAIRN_TEST_FAULTS=abort-at-op=N`, see
+//! src/backend/faults.rs), until it runs to the end. After every crash,
+//! `check --read-data` passes and every snapshot the repository lists restores
+//! byte for byte to the tree it was taken of.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::*;
+
+/// Runs `cairn ARGS` with the crash hook at operation `n`: whether it crashed.
+fn crashes_at(env: &TestEnv, n: u64, args: &[&str]) -> bool {
+    crashes_with(env, n, args, &[])
+}
+
+fn crashes_with(env: &TestEnv, n: u64, args: &[&str], vars: &[(&str, &str)]) -> bool {
+    let mut cmd = env.cmd(args).env("CAIRN_TEST_FAULTS", format!("abort-at-op={n}"));
+    for (k, v) in vars {
+        cmd = cmd.env(k, v);
+    }
+    let child = cmd.spawn();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
+    match out.status.code() {
+        Some(0) => false,
+        Some(c) => panic!("cairn {args:?} failed with {c} (crash hook at {n}):\n{stderr}"),
+        None => {
+            assert!(stderr.contains("aborting at operation"), "killed by something else:\n{stderr}");
+            true
+        }
+    }
+}
+
+/// Every file below a folder (relative path, content), sorted.
+type Files = Vec<(PathBuf, Vec<u8>)>;
+
+/// The tree each snapshot tag stands for.
+type Versions = [(String, Files)];
+
+/// The contents of every file below `dir`, by relative path.
+fn contents(dir: &Path) -> Files {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A tree version: `n` files of pseudo-random content under `src`.
+fn make_version(src: &Path, seed: u64, files: usize) -> Files {
+    let _ = std::fs::remove_dir_all(src);
+    let mut rng = Rng::new(seed);
+    for i in 0..files {
+        let len = (rng.next_u64() % 300_000) as usize;
+        write(src.join(format!("d{}/f{i}", i % 4)), rng.bytes(len));
+    }
+    contents(src)
+}
+
+/// The repository passes `check --read-data`, and every snapshot it lists
+/// restores to the tree its tag names.
+#[track_caller]
+fn assert_sound(env: &TestEnv, src: &Path, versions: &Versions, what: &str) {
+    let r = env.cairn(["check", "--read-data"]);
+    assert_eq!(r.code, 0, "{what}: check failed:\n{}{}", r.stdout, r.stderr);
+    for snap in env.snapshots(&[]) {
+        let id = snap["id"].as_str().unwrap();
+        let tag = snap["tags"][0].as_str().unwrap();
+        let want = &versions.iter().find(|(t, _)| t == tag).unwrap_or_else(|| panic!("unknown tag {tag}")).1;
+        let target = env.path("check-restore");
+        let _ = std::fs::remove_dir_all(&target);
+        env.cairn(["restore", id, "--target", s(&target)]).ok();
+        assert!(contents(&restored_path(&target, src)) == *want, "{what}: snapshot {tag} restores differently");
+    }
+}
+
+/// Runs `args` crashing at operation 1, 2, … (each time on a fresh copy of the
+/// repository as `setup` left it) until it completes; checks the repository
+/// after each crash. Returns the number of crash points tried.
+fn sweep(env: &TestEnv, src: &Path, versions: &Versions, args: &[&str], vars: &[(&str, &str)]) -> u64 {
+    let pristine = env.path("pristine");
+    let _ = std::fs::remove_dir_all(&pristine);
+    copy_tree(&env.repo, &pristine);
+    for n in 1..200 {
+        let _ = std::fs::remove_dir_all(&env.repo);
+        copy_tree(&pristine, &env.repo);
+        if !crashes_with(env, n, args, vars) {
+            assert_sound(env, src, versions, &format!("{args:?} run to the end"));
+            println!("{args:?}: killed at each of its {} writes and removes", n - 1);
+            return n - 1;
+        }
+        assert_sound(env, src, versions, &format!("{args:?} killed at operation {n}"));
+    }
+    panic!("{args:?} still crashing after 200 operations");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp").arg("-a").arg(from).arg(to).stdout(Stdio::null()).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn killed_at_any_write_every_command_leaves_a_sound_repository() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    env.init(&["--pack-size", "1"]);
+    let mut versions = Vec::new();
+    for (v, seed) in [("v1", 1), ("v2", 2)] {
+        versions.push((v.to_string(), make_version(&src, seed, 24)));
+        env.backup_ok(&[s(&src), "--tag", v]);
+    }
+    let mut points = 0;
+
+    // A backup of a changed tree (small packs, an index checkpoint every 4 blobs).
+    versions.push(("v3".to_string(), make_version(&src, 3, 24)));
+    let backup = ["backup", s(&src), "--tag", "v3"];
+    points += sweep(&env, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
+    assert_eq!(env.snapshots(&[]).len(), 3, "the sweep ends with the backup run to the end");
+
+    // forget, prune, forget --prune.
+    points += sweep(&env, &src, &versions, &["forget", "--keep-last", "2"], &[]);
+    points += sweep(&env, &src, &versions, &["prune", "--max-unused", "0"], &[]);
+    points += sweep(&env, &src, &versions, &["forget", "--keep-last", "1", "--prune", "--max-unused", "0"], &[]);
+
+    // A restore only takes a lease; copy into a second repository; key passwd.
+    let target = env.path("restore-target");
+    points += sweep(&env, &src, &versions, &["restore", "latest", "--target", s(&target)], &[]);
+    let dst = TestEnv::new();
+    dst.init(&[]);
+    let from = ["copy", "--from-repo", s(&env.repo), "--from-password-file"];
+    let pw = env.path("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    let mut copy: Vec<&str> = from.to_vec();
+    copy.push(s(&pw));
+    points += sweep(&dst, &src, &versions, &copy, &[]);
+    assert_eq!(dst.snapshots(&[]).len(), env.snapshots(&[]).len());
+
+    // key passwd: at every crash point the old or the new password opens it.
+    let new_pw = env.path("new-pw");
+    std::fs::write(&new_pw, "a new password").unwrap();
+    let pristine = env.path("pristine-keys");
+    copy_tree(&env.repo, &pristine);
+    for n in 1..20 {
+        let _ = std::fs::remove_dir_all(&env.repo);
+        copy_tree(&pristine, &env.repo);
+        let crashed = crashes_at(&env, n, &["key", "passwd", "--new-password-file", s(&new_pw)]);
+        let old = env.cairn(["snapshots"]).code == 0;
+        let new = env.cmd(["snapshots"]).env("CAIRN_PASSWORD", "a new password").run().code == 0;
+        assert!(old || new, "key passwd killed at operation {n}: no password opens the repository");
+        if !crashed {
+            assert!(new && !old, "after key passwd only the new password opens it");
+            points += n - 1;
+            break;
+        }
+        points += 1;
+    }
+    println!("crash points tried: {points}");
+    assert!(points >= 30, "only {points} crash points: the hook is not reached");
+}
