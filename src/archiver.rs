@@ -202,7 +202,11 @@ impl Walker<'_> {
         self.report.warn(&format!("{}: {e} (skipped)", path.display()));
     }
 
-    fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata) -> Node {
+    /// The node of `path` from its metadata. Extended attributes are read from
+    /// the file unless `old` (its node in the parent snapshot) has the same
+    /// inode and change time: setting or removing one changes the ctime, so
+    /// they are the old node's.
+    fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata, old: Option<&Node>) -> Node {
         let ft = m.file_type();
         let node_type = if ft.is_file() {
             NodeType::File
@@ -246,7 +250,17 @@ impl Walker<'_> {
             device: m.dev(),
             rdev: matches!(node_type, NodeType::Chardev | NodeType::Blockdev).then(|| m.rdev()),
             target: None,
-            xattrs: read_xattrs(path),
+            xattrs: match old {
+                Some(o)
+                    if !self.opts.force
+                        && o.node_type == node_type
+                        && o.inode == m.ino()
+                        && o.ctime == ts(m.ctime(), m.ctime_nsec()) =>
+                {
+                    o.xattrs.clone()
+                }
+                _ => read_xattrs(path),
+            },
             content: None,
             subtree: None,
         }
@@ -261,7 +275,7 @@ impl Walker<'_> {
         old: Option<&Node>,
         root_dev: u64,
     ) -> Result<Option<Node>> {
-        let mut node = self.base_node(name, path, m);
+        let mut node = self.base_node(name, path, m, old);
         match node.node_type {
             NodeType::Dir => {
                 let old_tree = self.old_subtree(old);
@@ -443,7 +457,7 @@ impl Walker<'_> {
             let node = match child {
                 VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev())?,
                 VEntry::Dir(p, sub) => {
-                    let mut node = self.base_node(name, p, &m);
+                    let mut node = self.base_node(name, p, &m, old_child);
                     node.node_type = NodeType::Dir;
                     let old_tree = self.old_subtree(old_child);
                     node.subtree = Some(self.vdir(sub, old_tree.as_ref(), old_child, false)?);

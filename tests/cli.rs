@@ -365,6 +365,17 @@ fn incremental_backup_of_unchanged_tree_reads_nothing() {
     assert_eq!(num(&fourth, "files_unmodified"), FILES - 1, "{fourth}");
     assert_eq!(num(&fourth, "data_blobs"), 0, "{fourth}");
 
+    // Extended attributes of unchanged files are carried over from the parent
+    // (their ctime says they did not change); a changed one is read again.
+    xattr::set(src.join("d001/f001"), "user.k", b"one").unwrap();
+    xattr::set(src.join("d001"), "user.dir", b"d").unwrap();
+    env.backup_ok(&[s(&src)]);
+    xattr::set(src.join("d001/f001"), "user.k", b"two").unwrap();
+    let id = snap_id(&env.backup_ok(&[s(&src)]));
+    let xattrs = |p: &str| env.node(&id, &src.join(p))["xattrs"].clone();
+    assert_eq!(xattrs("d001/f001"), serde_json::json!([{"name": "user.k", "value": "two"}]));
+    assert_eq!(xattrs("d001"), serde_json::json!([{"name": "user.dir", "value": "d"}]));
+
     // --force reads everything again.
     let forced = env.backup_ok(&[s(&src), "--force"]);
     assert_eq!(num(&forced, "files_read"), FILES, "{forced}");
