@@ -121,6 +121,9 @@ pub struct PruneStats {
     pub unindexed_deleted: usize,
     /// Their bytes.
     pub unindexed_bytes_deleted: u64,
+    /// Why packs in no index were left alone, if they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unindexed_kept_because: Option<String>,
     /// Temporary files of interrupted uploads removed.
     pub temporaries_deleted: u64,
     /// Unused bytes left in kept packs.
@@ -135,6 +138,25 @@ fn crash_point(point: &str) {
     if std::env::var("CAIRN_TEST_CRASH_AT").is_ok_and(|v| v == point) {
         eprintln!("CAIRN_TEST_CRASH_AT={point}: aborting");
         std::process::abort();
+    }
+}
+
+/// Every snapshot. One that is listed but cannot be read stops prune: its blobs
+/// would otherwise count as unused (one listed and then gone was removed
+/// meanwhile, by forget, and is left out).
+fn readable_snapshots(repo: &Repository) -> Result<Vec<(Id, crate::repo::snapshot::Snapshot)>> {
+    let mut bad = None;
+    let snaps = repo.snapshots_with(|id, e| match e {
+        Error::Backend(b) if b.is_not_found() => {}
+        e => {
+            bad.get_or_insert(format!("snapshot {}: {e}", id.short()));
+        }
+    })?;
+    match bad {
+        Some(b) => Err(Error::corrupt(format!(
+            "{b}; prune stops without deleting anything (run `cairn check`; forget a damaged snapshot first)"
+        ))),
+        None => Ok(snaps),
     }
 }
 
@@ -172,7 +194,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
 
     // The snapshots first, then the index: a backup writes its index before its
     // snapshot, so every snapshot seen here has its blobs in an index listed below.
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(repo)?;
 
     // Index files and the packs they list; also the index the tree walk uses.
     let files = repo.load_index_files()?;
@@ -336,7 +358,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     let writers: Vec<_> = repo.leases()?.into_iter().map(|(_, l)| l).filter(|l| !l.exclusive && l.is_live()).collect();
     // Snapshots saved since we looked (by writers that may have used marked blobs).
     let newer: Vec<Id> =
-        repo.snapshots()?.into_iter().filter(|(id, _)| !seen_snaps.contains(id)).map(|(_, s)| s.tree).collect();
+        readable_snapshots(repo)?.into_iter().filter(|(id, _)| !seen_snaps.contains(id)).map(|(_, s)| s.tree).collect();
     let mut newly_used = HashSet::new();
     used_blobs(repo, newer, &mut newly_used)?;
     let IndexFile { packs: mut keep, pending: marked, .. } = new_index;
@@ -370,24 +392,36 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     stats.packs_deferred = deferred.len();
     stats.bytes_deferred = deferred.iter().map(|p| p.pack.size).sum();
     stats.packs_resurrected += late;
-    if !deleted.is_empty() || late > 0 {
+    // The index files this prune leaves, and the packs they list.
+    let (ours, our_packs): (Vec<Id>, Vec<Id>) = if !deleted.is_empty() || late > 0 {
         keep.sort_by_key(|p| p.id);
         let last = IndexFile { supersedes: n1.clone(), packs: keep, pending: deferred };
-        save_split(repo, &last)?;
+        let n2 = save_split(repo, &last)?;
         crash_point("prune:after-final-index");
         for id in &n1 {
             repo.remove_file(&Handle::id(FileKind::Index, id))?;
         }
         repo.invalidate_index();
-    }
+        (n2, last.packs.iter().map(|p| p.id).chain(last.pending.iter().map(|p| p.pack.id)).collect())
+    } else {
+        (n1, keep.iter().map(|p| p.id).chain(deferred.iter().map(|p| p.pack.id)).collect())
+    };
 
     // Pack files no index lists (left by interrupted backups), if no writer is live:
-    // a writer that is live may be about to index the packs it uploaded.
-    if writers.is_empty() {
-        let indexed: HashSet<Id> = repo
-            .load_index_files()?
+    // a writer that is live may be about to index the packs it uploaded. Only
+    // when the listing of index files shows the ones just written: a listing
+    // that has not caught up with them (eventually consistent storage) may miss
+    // others too, whose packs must not be taken for leftovers.
+    let files = if writers.is_empty() { repo.load_index_files()? } else { Vec::new() };
+    let caught_up = ours.iter().all(|id| files.iter().any(|(f, _)| f == id));
+    if writers.is_empty() && !caught_up {
+        stats.unindexed_kept_because =
+            Some("the storage's listing does not show the index just written yet; the next prune retries".into());
+    } else if writers.is_empty() {
+        let indexed: HashSet<Id> = files
             .into_iter()
             .flat_map(|(_, f)| f.packs.into_iter().map(|p| p.id).chain(f.pending.into_iter().map(|p| p.pack.id)))
+            .chain(our_packs)
             .collect();
         let gone: HashSet<Id> = deleted.iter().map(|p| p.pack.id).collect();
         for f in listed {

@@ -672,7 +672,12 @@ fn fill(
     for same in wants.chunk_by(|a, b| a.entry.offset == b.entry.offset) {
         let entry = &same[0].entry;
         let off = (entry.offset as u64 - start) as usize;
-        let plain = match pack::decode_blob(repo.key(), entry, &data[off..off + entry.length as usize]) {
+        // The storage may return less than asked for.
+        let Some(stored) = data.get(off..off + entry.length as usize) else {
+            fail(same, &format!("pack {pack_id}: the storage returned a short read"));
+            continue;
+        };
+        let plain = match pack::decode_blob(repo.key(), entry, stored) {
             Ok(p) => p,
             Err(e) => {
                 fail(same, &format!("damaged data in pack {pack_id}: {e}"));

@@ -11,8 +11,11 @@
 //! - `lost-reply=P`: a write or remove reaches the storage but reports a
 //!   transient error, with probability P (as when a reply is lost);
 //! - `truncate=P`: a read returns only part of what was asked, with probability P;
-//! - `stale-list=P`: a listing leaves out each file with probability P (an
-//!   eventually consistent store that has not caught up);
+//! - `stale-list=P`: a listing leaves out each file this process wrote with
+//!   probability P (an eventually consistent store that has not caught up with
+//!   a recent write);
+//! - `ghost-list=P`: a listing still shows each file this process removed with
+//!   probability P (reading it then fails with "not found");
 //! - `delay-ms=N`: each operation first waits up to N ms;
 //! - `seed=S`: the random choices' seed (default: random).
 
@@ -37,6 +40,7 @@ pub struct Faults {
     lost_reply: f64,
     truncate: f64,
     stale_list: f64,
+    ghost_list: f64,
     delay_ms: u64,
     seed: Option<u64>,
 }
@@ -56,6 +60,7 @@ impl Faults {
                 "lost-reply" => f.lost_reply = p()?,
                 "truncate" => f.truncate = p()?,
                 "stale-list" => f.stale_list = p()?,
+                "ghost-list" => f.ghost_list = p()?,
                 "delay-ms" => f.delay_ms = n()?,
                 "seed" => f.seed = Some(n()?),
                 _ => return Err(bad(item)),
@@ -71,13 +76,23 @@ pub struct FaultBackend {
     faults: Faults,
     ops: AtomicU64,
     rng: Mutex<u64>,
+    /// Files this process wrote, and removed (with their sizes).
+    written: Mutex<std::collections::HashSet<(FileKind, String)>>,
+    removed: Mutex<Vec<(FileKind, FileInfo)>>,
 }
 
 impl FaultBackend {
     /// Wraps `inner`.
     pub fn new(inner: DynBackend, faults: Faults) -> FaultBackend {
         let seed = faults.seed.unwrap_or_else(|| getrandom::u64().unwrap_or(1));
-        FaultBackend { inner, faults, ops: AtomicU64::new(0), rng: Mutex::new(seed | 1) }
+        FaultBackend {
+            inner,
+            faults,
+            ops: AtomicU64::new(0),
+            rng: Mutex::new(seed | 1),
+            written: Mutex::default(),
+            removed: Mutex::default(),
+        }
     }
 
     /// A uniform random number in [0, 1).
@@ -142,6 +157,9 @@ impl Backend for FaultBackend {
         let name = h.to_string();
         self.before("write", &name, true).await?;
         let r = self.inner.write(h, data).await;
+        if r.is_ok() {
+            self.written.lock().expect("poisoned").insert((h.kind, h.name.clone()));
+        }
         self.after("write", &name, r)
     }
 
@@ -159,7 +177,16 @@ impl Backend for FaultBackend {
     async fn remove(&self, h: &Handle) -> BResult<()> {
         let name = h.to_string();
         self.before("remove", &name, true).await?;
+        let size = match self.faults.ghost_list > 0.0 {
+            true => self.inner.list(h.kind).await?.into_iter().find(|f| f.name == h.name).map(|f| f.size),
+            false => None,
+        };
         let r = self.inner.remove(h).await;
+        if r.is_ok()
+            && let Some(size) = size
+        {
+            self.removed.lock().expect("poisoned").push((h.kind, FileInfo { name: h.name.clone(), size }));
+        }
         self.after("remove", &name, r)
     }
 
@@ -167,7 +194,16 @@ impl Backend for FaultBackend {
         self.before("list", kind.dir(), false).await?;
         let mut files = self.inner.list(kind).await?;
         if self.faults.stale_list > 0.0 {
-            files.retain(|_| !self.chance(self.faults.stale_list));
+            let written = self.written.lock().expect("poisoned").clone();
+            files.retain(|f| !(written.contains(&(kind, f.name.clone())) && self.chance(self.faults.stale_list)));
+        }
+        if self.faults.ghost_list > 0.0 {
+            let removed = self.removed.lock().expect("poisoned").clone();
+            for (k, f) in removed {
+                if k == kind && !files.iter().any(|g| g.name == f.name) && self.chance(self.faults.ghost_list) {
+                    files.push(f);
+                }
+            }
         }
         Ok(files)
     }
@@ -201,8 +237,16 @@ mod tests {
         assert!(rt.block_on(all.read(&h, None)).unwrap_err().is_transient());
         let cut = FaultBackend::new(mem.clone(), Faults::parse("truncate=1,seed=3").unwrap());
         assert!(rt.block_on(cut.read(&h, None)).unwrap().len() < 10);
-        let stale = FaultBackend::new(mem.clone(), Faults::parse("stale-list=1").unwrap());
-        assert!(rt.block_on(stale.list(FileKind::Snapshot)).unwrap().is_empty());
+        let stale = FaultBackend::new(mem.clone(), Faults::parse("stale-list=1,ghost-list=1").unwrap());
+        assert_eq!(rt.block_on(stale.list(FileKind::Snapshot)).unwrap().len(), 1, "older files are listed");
+        let h3 = Handle::id(FileKind::Snapshot, &crate::Id::hash(b"z"));
+        rt.block_on(stale.write(&h3, Bytes::from_static(b"z"))).unwrap();
+        let listed = rt.block_on(stale.list(FileKind::Snapshot)).unwrap();
+        assert!(listed.len() == 1 && !listed.iter().any(|f| f.name == h3.name), "a file just written is not");
+        rt.block_on(stale.remove(&h)).unwrap();
+        let listed = rt.block_on(stale.list(FileKind::Snapshot)).unwrap();
+        assert!(listed.iter().any(|f| f.name == h.name), "a file just removed still is");
+        assert!(rt.block_on(stale.read(&h, None)).unwrap_err().is_not_found());
         let lost = FaultBackend::new(mem.clone(), Faults::parse("lost-reply=1").unwrap());
         let h2 = Handle::id(FileKind::Snapshot, &crate::Id::hash(b"y"));
         assert!(rt.block_on(lost.write(&h2, Bytes::from_static(b"y"))).unwrap_err().is_transient());

@@ -45,7 +45,7 @@ impl RetryBackend {
         Fut: std::future::Future<Output = BResult<T>> + Send,
         T: Send,
     {
-        let mut delay = self.opts.base_delay;
+        let mut delay = self.opts.base_delay.min(self.opts.max_delay);
         let mut attempt = 1;
         loop {
             match f().await {
