@@ -705,8 +705,18 @@ pub fn backup(
         drop(sink); // closes the channel: workers drain and stop
         Ok((tree, summary))
     })?;
-    if let Some(e) = worker_error.lock().expect("poisoned").take() {
-        return Err(e);
+    let worker_failed = worker_error.lock().expect("poisoned").take();
+    // (An interruption after the walk still stops the backup before its snapshot.)
+    let tree = tree.and_then(|t| crate::check_interrupted().map(|()| t));
+    if worker_failed.is_some() || tree.is_err() {
+        // Interrupted or failed: what was uploaded is indexed (best effort), so
+        // that the next backup does not store it again.
+        if !opts.dry_run {
+            let _ = packer.salvage();
+        }
+        if let Some(e) = worker_failed {
+            return Err(e);
+        }
     }
     let tree = tree?;
     packer.finish()?;

