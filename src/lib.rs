@@ -21,6 +21,7 @@ pub mod filter;
 pub mod id;
 pub mod policy;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod util;

@@ -12,6 +12,7 @@ mod init;
 mod key;
 mod output;
 mod prune;
+mod repair;
 mod restore;
 mod tag;
 
@@ -103,6 +104,8 @@ enum Command {
     Key(key::KeyArgs),
     /// Copy snapshots from another repository into this one.
     Copy(copy::CopyArgs),
+    /// Repair a damaged repository (`repair index`).
+    Repair(repair::RepairArgs),
 }
 
 /// A second repository to read from, with its own password settings.
@@ -284,6 +287,7 @@ pub fn run(cli: Cli, rt: tokio::runtime::Handle) -> Result<i32> {
         Command::Forget(a) => forget::run(&g, &out, a),
         Command::Prune(a) => prune::run(&g, &out, a),
         Command::Unlock(a) => prune::unlock(&g, &out, a),
+        Command::Repair(a) => repair::run(&g, &out, a),
         Command::Diff(a) => diff::run(&g, &out, a),
         Command::Find(a) => find::run(&g, &out, a),
         Command::Dump(a) => dump::run(&g, &out, a),
