@@ -40,9 +40,12 @@ pub fn dir_of(base: &Path, repo_id: &Id) -> PathBuf {
     base.join(repo_id.to_hex())
 }
 
-/// Creates a repository's cache folder `dir` and the cache directory tag beside it.
+/// Creates a repository's cache folder `dir` (mode 0700: only the user reads
+/// it) and the cache directory tag beside it.
 pub fn prepare(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     if let Some(base) = dir.parent() {
         let tag = base.join("CACHEDIR.TAG");
         if !tag.exists() {
@@ -90,8 +93,12 @@ impl Cache {
             return;
         }
         let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
+        let create = |p: &Path| {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(p)
+        };
         let ok = fs::create_dir_all(dir).is_ok()
-            && fs::File::create(&tmp).and_then(|mut f| f.write_all(data)).is_ok()
+            && create(&tmp).and_then(|mut f| f.write_all(data)).is_ok()
             && fs::rename(&tmp, &p).is_ok();
         if !ok {
             let _ = fs::remove_file(&tmp);
@@ -127,11 +134,14 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let c = Cache::open(base.path(), &Id::hash(b"repo")).unwrap();
         assert!(base.path().join("CACHEDIR.TAG").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(c.dir()).unwrap().permissions().mode() & 0o777, 0o700);
         let data = b"sealed index bytes";
         let h = Handle::id(FileKind::Index, &Id::hash(data));
         assert!(c.get(&h).is_none());
         c.put(&h, data);
         assert_eq!(c.get(&h).unwrap().as_ref(), data);
+        assert_eq!(fs::metadata(c.path(&h)).unwrap().permissions().mode() & 0o777, 0o600);
         // A damaged cached file is not served, and is removed.
         fs::write(c.path(&h), b"damaged").unwrap();
         assert!(c.get(&h).is_none());
