@@ -220,6 +220,11 @@ pub fn header_start(pack_size: u64, trailer: &[u8]) -> Result<u64> {
 pub fn parse_header(key: &MasterKey, sealed: &[u8], header_start: u64) -> Result<Vec<BlobEntry>> {
     let plain =
         key.open(label::PACK_HEADER, sealed).map_err(|_| Error::corrupt("pack header: authentication failed"))?;
+    decode_header(&plain, header_start)
+}
+
+/// The entries of a decrypted pack header, checked to tile `0..header_start`.
+pub fn decode_header(plain: &[u8], header_start: u64) -> Result<Vec<BlobEntry>> {
     if plain.is_empty() || plain.len() % BlobEntry::SIZE != 0 {
         return Err(Error::corrupt("pack header has a bad length"));
     }
