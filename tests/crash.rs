@@ -199,3 +199,27 @@ fn an_interrupted_backup_exits_130_and_keeps_what_it_uploaded() {
     env.cairn(["restore", "latest", "--target", s(&target)]).ok();
     assert!(contents(&restored_path(&target, &src)) == files);
 }
+
+#[test]
+fn sigint_stops_a_running_backup_with_exit_130_and_indexes_what_arrived() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let mut rng = Rng::new(21);
+    // 256 MiB of incompressible data, and storage that answers slowly (each
+    // write waits up to 200 ms): the backup is still running when the signal
+    // comes, on any machine.
+    for i in 0..256u32 {
+        write(src.join(format!("d{}/f{i}", i % 8)), rng.bytes(1 << 20));
+    }
+    env.init(&[]);
+    let child = env.cmd(["backup", s(&src)]).env("CAIRN_TEST_FAULTS", "delay-ms=200").spawn();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let r = finish(child);
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    assert!(r.stderr.contains("interrupted, stopping"), "{}", r.stderr);
+    assert!(env.snapshots(&[]).is_empty());
+    let c = env.cairn(["check"]);
+    assert_eq!(c.code, 0, "{}", c.all_output());
+    assert!(!c.all_output().contains("not in any index"), "{}", c.all_output());
+}
