@@ -44,6 +44,27 @@ pub struct RestoreOptions {
     pub excludes: Vec<String>,
     /// Re-read restored files afterwards and check them against the snapshot.
     pub verify: bool,
+    /// What to do with files that already exist in the target.
+    pub overwrite: Overwrite,
+}
+
+/// What restore does with a regular file that already exists where it restores
+/// one (restic's `--overwrite`). In every mode but `never`, an existing file
+/// whose size and content (each chunk's keyed hash) already match is left as it
+/// is and only gets its metadata, so a restore run again into the same target
+/// resumes where it stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace existing files (unless their content already matches).
+    #[default]
+    Always,
+    /// Replace existing files whose content differs (the same as `Always`:
+    /// matching content is never rewritten).
+    IfChanged,
+    /// Replace existing files only if the snapshot's is newer (mtime).
+    IfNewer,
+    /// Leave every existing file alone.
+    Never,
 }
 
 /// What a restore did.
@@ -59,6 +80,10 @@ pub struct RestoreSummary {
     pub bytes: u64,
     /// Files verified with `--verify`.
     pub verified: u64,
+    /// Existing files whose content already matched: only their metadata was set.
+    pub unchanged: u64,
+    /// Existing files left alone (`--overwrite never` or `if-newer`).
+    pub skipped: u64,
     /// Items that could not be restored (each reported).
     pub errors: u64,
 }
@@ -113,6 +138,16 @@ struct FileJob {
     /// Set when the file is a further name of an inode restored in this batch.
     link_of: Option<usize>,
     failed: bool,
+    /// An existing file whose content already matches: nothing to write.
+    keep: bool,
+}
+
+/// A file already at the destination.
+enum Existing {
+    /// Leave it alone (`never`, `if-newer`).
+    Skip,
+    /// Its content is the snapshot's: only set the metadata.
+    Matches,
 }
 
 /// Items per batch, and blobs: a restore plans, creates and fills this much at
@@ -135,6 +170,9 @@ struct Restorer<'a> {
     batch_items: usize,
     /// Whether progress totals come from the snapshot (else they grow per batch).
     known_totals: bool,
+    /// Whether the target held anything when the restore began (only then are
+    /// existing files looked for).
+    target_had_files: bool,
     /// Directories being walked that nothing was restored in yet: they are
     /// restored with their first selected item (or if selected themselves).
     open_dirs: Vec<Option<Item>>,
@@ -210,6 +248,9 @@ impl Restorer<'_> {
         self.batch_blobs = 0;
         let (report, progress, index) = (self.report, self.progress, self.index);
 
+        // Existing files in the way (only when the target was not empty).
+        let existing = if self.target_had_files { self.existing_files(&items) } else { HashMap::new() };
+
         // Create everything, files at their final size (sparse).
         let mut failed_items = HashSet::new();
         let mut jobs: Vec<FileJob> = Vec::new();
@@ -228,7 +269,7 @@ impl Restorer<'_> {
                         Ok(()) => {
                             files += 1;
                             match job {
-                                Some(_) => jobs.push(FileJob { item: i, link_of: job, failed: false }),
+                                Some(_) => jobs.push(FileJob { item: i, link_of: job, failed: false, keep: false }),
                                 None if failed => {
                                     failed_items.insert(i);
                                 }
@@ -243,6 +284,24 @@ impl Restorer<'_> {
                     continue;
                 }
             }
+            match existing.get(&i) {
+                Some(Existing::Skip) => {
+                    self.summary.skipped += 1;
+                    continue;
+                }
+                Some(Existing::Matches) => {
+                    if let Some(key) = n.link {
+                        inodes.insert(key, jobs.len());
+                    }
+                    jobs.push(FileJob { item: i, link_of: None, failed: false, keep: true });
+                    self.summary.unchanged += 1;
+                    files += 1;
+                    bytes += n.size;
+                    progress.bytes.fetch_add(n.size, Ordering::Relaxed);
+                    continue;
+                }
+                None => {}
+            }
             let fresh = item.dest.parent().is_some_and(|p| self.made_dirs.contains(p));
             match create_item(item, fresh) {
                 Ok(made) => match n.node_type {
@@ -256,7 +315,7 @@ impl Restorer<'_> {
                         if let Some(key) = n.link {
                             inodes.insert(key, jobs.len());
                         }
-                        jobs.push(FileJob { item: i, link_of: None, failed: false });
+                        jobs.push(FileJob { item: i, link_of: None, failed: false, keep: false });
                         files += 1;
                         bytes += n.size;
                     }
@@ -280,7 +339,7 @@ impl Restorer<'_> {
         // and position in the pack (one flat vector: no per-blob allocation).
         let mut wants: Vec<Want> = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
-            if job.link_of.is_some() {
+            if job.link_of.is_some() || job.keep {
                 continue;
             }
             let node = &items[job.item].node;
@@ -403,6 +462,43 @@ impl Restorer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// For the regular files of `items` that already exist at their destination:
+    /// whether to leave them alone or whether their content already matches.
+    /// Checked in parallel (it reads the existing files).
+    fn existing_files(&self, items: &[Item]) -> HashMap<usize, Existing> {
+        let candidates: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].node.node_type == NodeType::File && items[i].node.link.is_none())
+            .collect();
+        let found = Mutex::new(HashMap::new());
+        let (overwrite, repo, index) = (self.opts.overwrite, self.repo, self.index);
+        std::thread::scope(|s| {
+            for part in candidates.chunks(candidates.len().div_ceil(self.workers).max(1)) {
+                let found = &found;
+                s.spawn(move || {
+                    for &i in part {
+                        let (item, n) = (&items[i], &items[i].node);
+                        let Ok(m) = fs::symlink_metadata(&item.dest) else { continue };
+                        if !m.is_file() {
+                            continue;
+                        }
+                        use std::os::unix::fs::MetadataExt;
+                        let older = (m.mtime(), m.mtime_nsec()) < (n.mtime.0, n.mtime.1 as i64);
+                        let e = match overwrite {
+                            Overwrite::Never => Some(Existing::Skip),
+                            Overwrite::IfNewer if !older => Some(Existing::Skip),
+                            _ if m.len() == n.size && verify_file(repo, index, item).is_ok() => Some(Existing::Matches),
+                            _ => None,
+                        };
+                        if let Some(e) = e {
+                            found.lock().expect("poisoned").insert(i, e);
+                        }
+                    }
+                });
+            }
+        });
+        found.into_inner().expect("poisoned")
     }
 
     /// Directories' metadata, deepest first (the reverse of walk order), so that
@@ -580,6 +676,7 @@ pub fn restore(
         excludes: PathFilter::new(&opts.excludes)?,
         batch_items: std::env::var("CAIRN_TEST_RESTORE_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(BATCH_ITEMS),
         known_totals: whole,
+        target_had_files: fs::read_dir(&opts.target).is_ok_and(|mut d| d.next().is_some()),
         open_dirs: Vec::new(),
         batch: Vec::new(),
         batch_blobs: 0,

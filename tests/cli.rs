@@ -281,6 +281,59 @@ fn restore_in_small_batches_is_the_same_restore() {
 }
 
 #[test]
+fn restore_into_an_existing_target_resumes_and_honours_overwrite() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let mut rng = Rng::new(31);
+    for i in 0..10 {
+        write(src.join(format!("d{}/f{i}", i % 2)), rng.bytes(50_000 + i * 7_000));
+    }
+    env.init(&[]);
+    env.backup_ok(&[s(&src)]);
+    let target = env.path("t");
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    let back = restored_path(&target, &src);
+    let ino = |p: &str| fs::metadata(back.join(p)).unwrap().ino();
+    let kept = ino("d0/f0");
+
+    // As after an interrupted restore: one file missing, one with other bytes
+    // of the same size, one cut short. Run again: only those three are written.
+    fs::remove_file(back.join("d1/f1")).unwrap();
+    let f2 = fs::read(back.join("d0/f2")).unwrap();
+    fs::write(back.join("d0/f2"), vec![0x55; f2.len()]).unwrap();
+    let f4 = fs::read(back.join("d0/f4")).unwrap();
+    fs::write(back.join("d0/f4"), &f4[..1000]).unwrap();
+    let r = env.cairn(["restore", "latest", "--target", s(&target), "--json"]);
+    r.ok();
+    let v = r.json();
+    assert_eq!((num(&v, "unchanged"), num(&v, "files"), num(&v, "errors")), (7, 10, 0), "{v}");
+    assert_same_tree(&src, &back);
+    assert_eq!(ino("d0/f0"), kept, "a file whose content matched was rewritten");
+
+    // never: an existing file is left as it is.
+    fs::write(back.join("d0/f2"), b"mine").unwrap();
+    let v = env.cairn(["restore", "latest", "--target", s(&target), "--overwrite", "never", "--json"]).ok().json();
+    assert_eq!(num(&v, "skipped"), 10, "{v}");
+    assert_eq!(fs::read(back.join("d0/f2")).unwrap(), b"mine");
+
+    // if-newer: kept while newer than the snapshot's, replaced once older.
+    set_mtime(&back.join("d0/f2"), 4_000_000_000, 0);
+    env.cairn(["restore", "latest", "--target", s(&target), "--overwrite", "if-newer"]).ok();
+    assert_eq!(fs::read(back.join("d0/f2")).unwrap(), b"mine");
+    set_mtime(&back.join("d0/f2"), 1_000_000_000, 0);
+    env.cairn(["restore", "latest", "--target", s(&target), "--overwrite", "if-newer"]).ok();
+    assert_eq!(fs::read(back.join("d0/f2")).unwrap(), f2);
+
+    // if-changed: a file with other content is replaced.
+    fs::write(back.join("d0/f2"), b"changed").unwrap();
+    env.cairn(["restore", "latest", "--target", s(&target), "--overwrite", "if-changed"]).ok();
+    assert_same_tree(&src, &back);
+    let r = env.cairn(["restore", "latest", "--target", s(&target), "--overwrite", "sometimes"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("possible values: always, if-changed, if-newer, never"), "{}", r.stderr);
+}
+
+#[test]
 fn dedup_identical_files_are_stored_once() {
     let env = TestEnv::new();
     let src = env.path("src");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cairn::Progress;
-use cairn::restorer::{self, RestoreOptions};
+use cairn::restorer::{self, Overwrite, RestoreOptions};
 use cairn::util::human_bytes;
 use clap::Args;
 
@@ -27,6 +27,20 @@ pub struct RestoreArgs {
     /// Re-read restored files and check them against the snapshot.
     #[arg(long)]
     verify: bool,
+    /// Files already in the target: always (replace), if-changed, if-newer
+    /// (only if the snapshot's is newer) or never. An existing file whose
+    /// content already matches is never rewritten, so a restore run again
+    /// resumes where it stopped.
+    #[arg(long, value_enum, default_value = "always")]
+    overwrite: OverwriteArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    IfNewer,
+    Never,
 }
 
 pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
@@ -37,8 +51,20 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lease = super::reader_lease(&repo, "");
     let (id, snap) = repo.find_snapshot(&spec)?;
-    let opts =
-        RestoreOptions { target: a.target, subpath, includes: a.includes, excludes: a.excludes, verify: a.verify };
+    let overwrite = match a.overwrite {
+        OverwriteArg::Always => Overwrite::Always,
+        OverwriteArg::IfChanged => Overwrite::IfChanged,
+        OverwriteArg::IfNewer => Overwrite::IfNewer,
+        OverwriteArg::Never => Overwrite::Never,
+    };
+    let opts = RestoreOptions {
+        target: a.target,
+        subpath,
+        includes: a.includes,
+        excludes: a.excludes,
+        verify: a.verify,
+        overwrite,
+    };
     let progress = Progress::default();
     let s = with_progress(out, &progress, "restored", || restorer::restore(&repo, &snap, &opts, out, &progress))?;
     if out.json {
@@ -57,6 +83,12 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
             human_bytes(s.bytes),
             if opts.verify { format!(", {} verified", s.verified) } else { String::new() }
         ));
+        if s.unchanged + s.skipped > 0 {
+            out.info(format!(
+                "{} existing file(s) already matched (metadata set), {} left alone",
+                s.unchanged, s.skipped
+            ));
+        }
     }
     if s.errors > 0 {
         eprintln!("cairn: {} item(s) could not be restored (see above)", s.errors);
