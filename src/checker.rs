@@ -212,6 +212,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
         let packs = choose_packs(readable, opts.subset)?;
         progress.total_files.store(packs.len() as u64, Ordering::Relaxed);
         let next = AtomicUsize::new(0);
+        let damage = Mutex::new(Damage::default());
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -220,7 +221,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
                         if crate::check_interrupted().is_err() {
                             break;
                         }
-                        read_pack(repo, &index, id, &found);
+                        read_pack(repo, &index, id, &found, &damage);
                         progress.files.fetch_add(1, Ordering::Relaxed);
                     }
                 });
@@ -228,21 +229,83 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
         });
         crate::check_interrupted()?;
         found.summary.lock().expect("poisoned").packs_read = packs.len();
+        let damage = damage.into_inner().expect("poisoned");
+        if !damage.packs.is_empty() || !damage.blobs.is_empty() {
+            affected(repo, &index, &snaps, &damage, &found);
+        }
     }
     Ok(found.summary.into_inner().expect("poisoned"))
 }
 
-fn read_pack(repo: &Repository, index: &Index, id: &Id, found: &Findings<'_>) {
+/// Names the files of each snapshot that use damaged data (at most 20 per
+/// snapshot, then a count).
+fn affected(
+    repo: &Repository,
+    index: &Index,
+    snaps: &[(Id, crate::repo::snapshot::Snapshot)],
+    damage: &Damage,
+    found: &Findings<'_>,
+) {
+    let bad = |b: &Id| {
+        damage.blobs.contains(b)
+            || index.get(b).is_some_and(|l| damage.packs.contains(&index.packs()[l.pack as usize].0))
+    };
+    for (sid, snap) in snaps {
+        let mut files = Vec::new();
+        let mut stack = vec![(snap.tree, String::from("/"))];
+        while let Some((tid, path)) = stack.pop() {
+            let Ok(tree) = repo.load_tree(&tid) else { continue };
+            for n in &tree.entries {
+                let child = format!("{}{}", path.trim_end_matches('/'), "/") + &String::from_utf8_lossy(&n.name.0);
+                match n.node_type {
+                    NodeType::Dir => stack.push((n.subtree.unwrap_or_default(), child)),
+                    NodeType::File if n.content.as_deref().unwrap_or_default().iter().any(bad) => files.push(child),
+                    _ => {}
+                }
+            }
+        }
+        files.sort();
+        for f in files.iter().take(20) {
+            found.error(format!("snapshot {}: {f} uses damaged data", sid.short()));
+        }
+        if files.len() > 20 {
+            found.error(format!("snapshot {}: and {} more files use damaged data", sid.short(), files.len() - 20));
+        }
+    }
+}
+
+/// What `--read-data` found damaged: whole packs (unreadable, or their header
+/// is) and single blobs.
+#[derive(Default)]
+struct Damage {
+    packs: HashSet<Id>,
+    blobs: HashSet<Id>,
+}
+
+fn read_pack(repo: &Repository, index: &Index, id: &Id, found: &Findings<'_>, damage: &Mutex<Damage>) {
     let data = match repo.block_on(repo.backend().read(&Handle::id(FileKind::Pack, id), None)) {
         Ok(d) => d,
-        Err(e) => return found.error(format!("pack {id}: cannot read: {e}")),
+        Err(e) => {
+            damage.lock().expect("poisoned").packs.insert(*id);
+            return found.error(format!("pack {id}: cannot read: {e}"));
+        }
     };
-    let blobs = match pack::verify_pack(repo.key(), id, &data) {
+    // A pack whose bytes changed is still opened blob by blob, to tell which
+    // blobs are damaged.
+    let hash = Id::hash(&data);
+    if hash != *id {
+        found.error(format!("pack {id}: content does not match its name (damaged or truncated)"));
+    }
+    let blobs = match pack::verify_pack(repo.key(), &hash, &data) {
         Ok(b) => b,
-        Err(e) => return found.error(format!("pack {id}: {e}")),
+        Err(e) => {
+            damage.lock().expect("poisoned").packs.insert(*id);
+            return found.error(format!("pack {id}: {e}"));
+        }
     };
     for (e, r) in blobs {
         if let Err(err) = r {
+            damage.lock().expect("poisoned").blobs.insert(e.id);
             found.error(format!("pack {id}: {err}"));
         }
         if index.get(&e.id).is_none() {

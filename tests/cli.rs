@@ -513,6 +513,11 @@ fn flipped_byte_in_a_pack_is_found_by_check_and_restore() {
     let r = env.cairn(["check", "--read-data"]);
     r.expect_code(1);
     assert!(r.all_output().contains(&pack), "check output does not name pack {pack}:\n{}", r.all_output());
+    // ... and the file that uses the damaged blob, and only that one (the
+    // others' blobs in the same pack still open).
+    let victim = format!("{}/victim.bin uses damaged data", src.display());
+    assert!(r.all_output().contains(&victim), "check does not name the damaged file:\n{}", r.all_output());
+    assert_eq!(r.all_output().matches("uses damaged data").count(), 1, "{}", r.all_output());
 
     // restore names the damaged file, restores the others, exits 1.
     let target = env.path("restore");
