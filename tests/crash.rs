@@ -223,3 +223,74 @@ fn sigint_stops_a_running_backup_with_exit_130_and_indexes_what_arrived() {
     assert_eq!(c.code, 0, "{}", c.all_output());
     assert!(!c.all_output().contains("not in any index"), "{}", c.all_output());
 }
+
+#[test]
+fn key_add_and_remove_killed_at_any_write_leave_a_password_that_opens() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let second = env.path("second-pw");
+    std::fs::write(&second, "a second password").unwrap();
+    let opens = |pw: &str| env.cmd(["snapshots"]).env("CAIRN_PASSWORD", pw).run().code == 0;
+    let pristine = env.path("pristine-keys");
+    copy_tree(&env.repo, &pristine);
+    let mut points = 0;
+    // key add: the first password opens it at every point; the second once done.
+    for n in 1..20 {
+        let _ = std::fs::remove_dir_all(&env.repo);
+        copy_tree(&pristine, &env.repo);
+        let crashed = crashes_at(&env, n, &["key", "add", "--new-password-file", s(&second)]);
+        assert!(opens(PASSWORD), "key add killed at operation {n}: the first password no longer opens it");
+        if !crashed {
+            assert!(opens("a second password"));
+            points += n - 1;
+            break;
+        }
+        points += 1;
+    }
+    // key remove of the second key: the first password opens it at every point.
+    let keys = env.cairn(["key", "list", "--json"]).ok().json();
+    let other =
+        keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let pristine = env.path("pristine-two-keys");
+    copy_tree(&env.repo, &pristine);
+    for n in 1..20 {
+        let _ = std::fs::remove_dir_all(&env.repo);
+        copy_tree(&pristine, &env.repo);
+        let crashed = crashes_at(&env, n, &["key", "remove", &other]);
+        assert!(opens(PASSWORD), "key remove killed at operation {n}: the remaining password no longer opens it");
+        if !crashed {
+            assert!(!opens("a second password"), "the removed password still opens it");
+            points += n - 1;
+            break;
+        }
+        points += 1;
+    }
+    assert!(points >= 2, "the crash hook was not reached ({points})");
+}
+
+#[test]
+fn the_password_never_appears_in_any_output() {
+    let env = TestEnv::new();
+    let secret = "Xq7-unmistakable-passphrase-93";
+    let run = |args: &[&str], pw: &str| {
+        let r = env.cmd(args).env("CAIRN_PASSWORD", pw).run();
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(!all.contains(secret), "cairn {args:?} printed the password:\n{all}");
+        r.code
+    };
+    let src = env.path("src");
+    write(src.join("f"), "data");
+    assert_eq!(run(&["init", "--kdf-memory", "1024", "--kdf-iterations", "1"], secret), 0);
+    assert_eq!(run(&["backup", "--json", "-v", s(&src)], secret), 0);
+    assert_eq!(run(&["snapshots", "--json"], secret), 0);
+    assert_eq!(run(&["key", "list", "--json"], secret), 0);
+    assert_eq!(run(&["check", "--json"], secret), 0);
+    // Failures: a wrong password (the secret is a prefix of it), a bad flag.
+    assert_eq!(run(&["snapshots"], &format!("{secret}-wrong")), 12);
+    assert_ne!(run(&["backup", "--no-such-flag"], secret), 0);
+    let pwfile = env.path("pw");
+    std::fs::write(&pwfile, secret).unwrap();
+    let r = env.cmd(["snapshots", "--password-file", s(&pwfile)]).env_remove("CAIRN_PASSWORD").run();
+    assert_eq!(r.code, 0);
+    assert!(!format!("{}{}", r.stdout, r.stderr).contains(secret));
+}
