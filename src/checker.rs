@@ -256,7 +256,7 @@ fn affected(
         while let Some((tid, path)) = stack.pop() {
             let Ok(tree) = repo.load_tree(&tid) else { continue };
             for n in &tree.entries {
-                let child = format!("{}{}", path.trim_end_matches('/'), "/") + &String::from_utf8_lossy(&n.name.0);
+                let child = format!("{}/{}", path.trim_end_matches('/'), String::from_utf8_lossy(&n.name.0));
                 match n.node_type {
                     NodeType::Dir => stack.push((n.subtree.unwrap_or_default(), child)),
                     NodeType::File if n.content.as_deref().unwrap_or_default().iter().any(bad) => files.push(child),

@@ -346,7 +346,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     keep.extend(resurrected);
     keep.sort_by_key(|p| p.id);
     let new_index = IndexFile { supersedes: read_ids.clone(), packs: keep, pending: marked };
-    let n1 = save_split(repo, &new_index)?;
+    let n1 = repo.save_index(&new_index)?;
     crash_point("prune:after-index");
     for id in &read_ids {
         repo.remove_file(&Handle::id(FileKind::Index, id))?;
@@ -396,7 +396,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     let (ours, our_packs): (Vec<Id>, Vec<Id>) = if !deleted.is_empty() || late > 0 {
         keep.sort_by_key(|p| p.id);
         let last = IndexFile { supersedes: n1.clone(), packs: keep, pending: deferred };
-        let n2 = save_split(repo, &last)?;
+        let n2 = repo.save_index(&last)?;
         crash_point("prune:after-final-index");
         for id in &n1 {
             repo.remove_file(&Handle::id(FileKind::Index, id))?;
@@ -439,14 +439,3 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     }
     Ok(stats)
 }
-
-/// Saves `f` as index files of at most [`SPLIT_BLOBS`] blobs each, the one that
-/// supersedes the old files last: until it is durable the parts only repeat
-/// what the old files say. Returns their IDs.
-fn save_split(repo: &Repository, f: &IndexFile) -> Result<Vec<Id>> {
-    f.split(SPLIT_BLOBS).iter().map(|part| repo.save_file(FileKind::Index, &part.encode())).collect()
-}
-
-/// Blobs per index file written by prune (46 MB before compression), far below
-/// the 1 GiB a reader accepts.
-const SPLIT_BLOBS: usize = 1 << 20;

@@ -100,11 +100,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool, report: &dyn crate::Report
         return Ok(stats);
     }
     let file = IndexFile { supersedes: old.clone(), packs, pending: Vec::new() };
-    // The part that supersedes the old files goes last (see IndexFile::split).
-    for part in file.split(1 << 20) {
-        repo.save_file(FileKind::Index, &part.encode())?;
-        stats.index_files_written += 1;
-    }
+    stats.index_files_written = repo.save_index(&file)?.len();
     for id in &old {
         repo.remove_file(&Handle::id(FileKind::Index, id))?;
     }

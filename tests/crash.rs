@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use common::*;
@@ -37,29 +37,8 @@ fn crashes_with(env: &TestEnv, n: u64, args: &[&str], vars: &[(&str, &str)]) -> 
     }
 }
 
-/// Every file below a folder (relative path, content), sorted.
-type Files = Vec<(PathBuf, Vec<u8>)>;
-
 /// The tree each snapshot tag stands for.
 type Versions = [(String, Files)];
-
-/// The contents of every file below `dir`, by relative path.
-fn contents(dir: &Path) -> Files {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push((e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// A tree version: `n` files of pseudo-random content under `src`.
 fn make_version(src: &Path, seed: u64, files: usize) -> Files {

@@ -8,28 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
-
-type Files = Vec<(PathBuf, Vec<u8>)>;
-
-fn contents(dir: &Path) -> Files {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push((e.path().strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(e.path()).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Runs `cairn ARGS` with `faults`: whether it succeeded. A failure must be clean.
 fn run_faulty(env: &TestEnv, faults: &str, args: &[&str]) -> bool {

@@ -368,11 +368,30 @@ impl Repository {
 
     /// IDs of all files of `kind`.
     pub fn list_ids(&self, kind: FileKind) -> Result<Vec<Id>> {
+        self.list_files(kind)?.iter().map(|f| Id::from_hex(&f.name)).collect()
+    }
+
+    /// The files of `kind` with their sizes; cached copies of files no longer
+    /// listed are dropped (except tree packs, which the index decides about).
+    fn list_files(&self, kind: FileKind) -> Result<Vec<crate::backend::FileInfo>> {
         let files = self.block_on(self.backend.list(kind))?;
         if let Some(c) = self.cache_for(kind).filter(|_| kind != FileKind::Pack) {
             c.retain(kind, &files.iter().map(|f| f.name.clone()).collect());
         }
-        files.iter().map(|f| Id::from_hex(&f.name)).collect()
+        Ok(files)
+    }
+
+    /// Runs `f`, which lists index files and reads them, again (up to 5 times)
+    /// if a listed file is gone: a prune replaced it meanwhile, so a newer one
+    /// supersedes it and a new listing shows that one.
+    fn retry_vanished<T>(&self, f: impl Fn() -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            match f() {
+                Err(Error::Backend(e)) if e.is_not_found() && tries < 5 => tries += 1,
+                r => return r,
+            }
+        }
     }
 
     /// Reads many files of `kind` concurrently; results in the order of `ids`.
@@ -446,25 +465,22 @@ impl Repository {
 
     /// All index files, parsed. A damaged one is an error naming it.
     pub fn load_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        // A prune may replace index files between our listing and our reads: a
-        // listed file that is gone means a newer one supersedes it; list again.
-        let mut tries = 0;
-        loop {
+        self.retry_vanished(|| {
             let ids = self.list_ids(FileKind::Index)?;
-            let files = self.load_files(FileKind::Index, &ids);
-            let r: Result<Vec<(Id, IndexFile)>> = ids
-                .into_iter()
-                .zip(files)
-                .map(|(id, r)| {
-                    let f = IndexFile::decode(&r?).map_err(|e| Error::corrupt(format!("index/{id}: {e}")))?;
-                    Ok((id, f))
-                })
-                .collect();
-            match r {
-                Err(Error::Backend(e)) if e.is_not_found() && tries < 5 => tries += 1,
-                r => return r,
-            }
-        }
+            let mut out = Vec::with_capacity(ids.len());
+            self.for_each_index_file(&ids, |id, f| {
+                out.push((id, f));
+                Ok(true)
+            })?;
+            Ok(out)
+        })
+    }
+
+    /// Saves `f` as index files of at most [`index::MAX_FILE_BLOBS`] blobs, the
+    /// one that supersedes older files last (see [`IndexFile::split`]); returns
+    /// their IDs in the order written.
+    pub fn save_index(&self, f: &IndexFile) -> Result<Vec<Id>> {
+        f.split(index::MAX_FILE_BLOBS).iter().map(|part| self.save_file(FileKind::Index, &part.encode())).collect()
     }
 
     /// Forgets the cached index (after index files were replaced).
@@ -480,24 +496,13 @@ impl Repository {
         if let Some(i) = &*slot {
             return Ok(Arc::clone(i));
         }
-        // A prune may replace index files between our listing and our reads: a
-        // listed file that is gone means a newer one supersedes it; list again.
-        let mut tries = 0;
-        let idx = loop {
-            match self.load_index() {
-                Err(Error::Backend(e)) if e.is_not_found() && tries < 5 => tries += 1,
-                r => break Arc::new(r?),
-            }
-        };
+        let idx = Arc::new(self.retry_vanished(|| self.load_index())?);
         self.adopt_index(&mut slot, Arc::clone(&idx));
         Ok(idx)
     }
 
     fn load_index(&self) -> Result<Index> {
-        let listed = self.block_on(self.backend.list(FileKind::Index))?;
-        if let Some(c) = self.cache_for(FileKind::Index) {
-            c.retain(FileKind::Index, &listed.iter().map(|f| f.name.clone()).collect());
-        }
+        let listed = self.list_files(FileKind::Index)?;
         let mut ids = listed.iter().map(|f| Id::from_hex(&f.name)).collect::<Result<Vec<_>>>()?;
         ids.sort_unstable();
         let s = &self.index_settings;

@@ -696,3 +696,24 @@ pub fn locate_blob(env: &TestEnv, id: &str) -> (String, u64, u64) {
 pub fn pack_path(env: &TestEnv, pack: &str) -> PathBuf {
     env.repo.join("data").join(&pack[..2]).join(pack)
 }
+
+/// Every file below a folder: (path relative to it, content), sorted.
+pub type Files = Vec<(PathBuf, Vec<u8>)>;
+
+/// The contents of every file below `dir`, by relative path.
+pub fn contents(dir: &Path) -> Files {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path().strip_prefix(dir).unwrap().to_path_buf(), fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -15,6 +15,10 @@ const MAGIC: &[u8; 8] = b"CAIRNIX1";
 /// An index file that also lists packs pending deletion (written by prune).
 const MAGIC_PENDING: &[u8; 8] = b"CAIRNIX2";
 
+/// Blobs per index file written at once by prune and repair (46 MB before
+/// compression), far below the 1 GiB a reader accepts.
+pub const MAX_FILE_BLOBS: usize = 1 << 20;
+
 /// One pack as listed in an index file.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct IndexPack {
