@@ -36,6 +36,8 @@ pub use repo::Repository;
 pub trait Report: Sync {
     /// One complete, human-readable line.
     fn warn(&self, msg: &str);
+    /// A line about one item, shown when the user asked for detail (`-v`).
+    fn detail(&self, _msg: &str) {}
 }
 
 /// Counters a long operation updates as it goes, for progress display.

@@ -46,6 +46,11 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// What to do with files that already exist in the target.
     pub overwrite: Overwrite,
+    /// Remove what the target's restored directories hold that the snapshot
+    /// does not (only names the includes and excludes select).
+    pub delete: bool,
+    /// Walk and count, but change nothing in the target.
+    pub dry_run: bool,
 }
 
 /// What restore does with a regular file that already exists where it restores
@@ -84,6 +89,8 @@ pub struct RestoreSummary {
     pub unchanged: u64,
     /// Existing files left alone (`--overwrite never` or `if-newer`).
     pub skipped: u64,
+    /// Names removed from the target (`delete`), each with what was below it.
+    pub deleted: u64,
     /// Items that could not be restored (each reported).
     pub errors: u64,
 }
@@ -208,6 +215,7 @@ impl Restorer<'_> {
             Some(id) => self.repo.load_tree(&id)?,
             None => Tree::default(),
         };
+        self.delete_extras(&dest, &snap_path, &tree, selected);
         self.open_dirs.push(Some(Item { dest: dest.clone(), node: node.into() }));
         if selected {
             self.flush_open_dirs()?;
@@ -219,6 +227,56 @@ impl Restorer<'_> {
         }
         self.open_dirs.pop();
         Ok(())
+    }
+
+    /// With `delete`: removes what the target directory `dir` holds that `tree`
+    /// (the snapshot's directory `snap_dir`) does not, if the filters select
+    /// it. A `dir` that is not a real directory (a symlink, say) is not looked
+    /// into: restore replaces it, and nothing outside the target is touched.
+    fn delete_extras(&mut self, dir: &Path, snap_dir: &Path, tree: &Tree, selected: bool) {
+        if !self.opts.delete || !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return;
+        }
+        let entries = match fs::read_dir(dir) {
+            Ok(d) => d,
+            Err(e) => {
+                self.report.warn(&format!("{}: cannot list for --delete: {e}", dir.display()));
+                self.summary.errors += 1;
+                return;
+            }
+        };
+        let names: HashSet<&OsStr> = tree.entries.iter().map(|n| n.os_name()).collect();
+        for entry in entries {
+            let (name, is_dir) = match entry.and_then(|e| Ok((e.file_name(), e.file_type()?.is_dir()))) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.report.warn(&format!("{}: cannot list for --delete: {e}", dir.display()));
+                    self.summary.errors += 1;
+                    continue;
+                }
+            };
+            let path = snap_dir.join(&name);
+            if names.contains(name.as_os_str())
+                || self.excludes.matches(&path, is_dir)
+                || !(selected || self.includes.is_empty() || self.includes.matches(&path, is_dir))
+            {
+                continue;
+            }
+            let dest = dir.join(&name);
+            if self.opts.dry_run {
+                self.report.detail(&format!("would delete {}", dest.display()));
+            } else {
+                // `remove_dir_all` does not follow symlinks.
+                let r = if is_dir { fs::remove_dir_all(&dest) } else { fs::remove_file(&dest) };
+                if let Err(e) = r {
+                    self.report.warn(&format!("{}: cannot delete: {e}", dest.display()));
+                    self.summary.errors += 1;
+                    continue;
+                }
+                self.report.detail(&format!("deleted {}", dest.display()));
+            }
+            self.summary.deleted += 1;
+        }
     }
 
     /// Restores the directories being walked that are not restored yet.
@@ -250,6 +308,10 @@ impl Restorer<'_> {
 
         // Existing files in the way (only when the target was not empty).
         let existing = if self.target_had_files { self.existing_files(&items) } else { HashMap::new() };
+        if self.opts.dry_run {
+            self.count_only(&items, &existing);
+            return Ok(());
+        }
 
         // Create everything, files at their final size (sparse).
         let mut failed_items = HashSet::new();
@@ -501,6 +563,27 @@ impl Restorer<'_> {
         found.into_inner().expect("poisoned")
     }
 
+    /// What a batch would restore (`dry_run`), counted in the summary.
+    fn count_only(&mut self, items: &[Item], existing: &HashMap<usize, Existing>) {
+        let s = &mut self.summary;
+        for (i, item) in items.iter().enumerate() {
+            match (existing.get(&i), item.node.node_type) {
+                (Some(Existing::Skip), _) => s.skipped += 1,
+                (Some(Existing::Matches), _) => {
+                    s.unchanged += 1;
+                    s.files += 1;
+                    s.bytes += item.node.size;
+                }
+                (None, NodeType::Dir) => s.dirs += 1,
+                (None, NodeType::File) => {
+                    s.files += 1;
+                    s.bytes += item.node.size;
+                }
+                (None, _) => s.others += 1,
+            }
+        }
+    }
+
     /// Directories' metadata, deepest first (the reverse of walk order), so that
     /// creating their entries no longer changes their times.
     fn finish_dirs(&mut self) {
@@ -693,8 +776,14 @@ pub fn restore(
     let (start, tree) = crate::browse::lookup(repo, &snapshot.tree, sub)?;
     let snap_path: PathBuf =
         std::iter::once("/").chain(sub.split('/').filter(|c| !c.is_empty() && *c != ".")).collect();
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    if let Some(node) = start.filter(|n| n.node_type != NodeType::Dir) {
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    }
+    let single = start.filter(|n| n.node_type != NodeType::Dir);
+    if single.is_none() {
+        r.delete_extras(&opts.target, &snap_path, &tree, false);
+    }
+    if let Some(node) = single {
         // A single file (or link): restore it under its own name.
         let dest = opts.target.join(node.os_name());
         r.add(node, snap_path.clone(), dest, false)?;

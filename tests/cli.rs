@@ -334,6 +334,64 @@ fn restore_into_an_existing_target_resumes_and_honours_overwrite() {
 }
 
 #[test]
+fn restore_delete_removes_only_selected_names_the_snapshot_lacks() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    write(src.join("d0/a"), b"a");
+    write(src.join("d1/b"), b"b");
+    write(src.join("keep.txt"), b"k");
+    env.init(&[]);
+    env.backup_ok(&[s(&src)]);
+    let target = env.path("t");
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    let back = restored_path(&target, &src);
+    let outside = env.path("outside");
+    write(outside.join("precious"), b"p");
+
+    // Things the snapshot does not have: a file, a directory with content, a
+    // symlink to a directory outside the target, and an excluded name.
+    write(back.join("extra.txt"), b"x");
+    write(back.join("d0/extra_dir/deep/x"), b"x");
+    std::os::unix::fs::symlink(&outside, back.join("d1/link")).unwrap();
+    write(back.join("d1/skip.log"), b"l");
+    // A directory of the snapshot that is a symlink in the target is replaced,
+    // never looked into.
+    fs::remove_dir_all(back.join("d0")).unwrap();
+    std::os::unix::fs::symlink(&outside, back.join("d0")).unwrap();
+
+    let args = |extra: &[&str]| {
+        let mut a = vec!["restore", "latest", "--target", s(&target), "--delete", "--exclude", "*.log", "--json"];
+        a.extend_from_slice(extra);
+        env.cairn(a).ok().json()
+    };
+    let before = file_set(&target);
+    let v = args(&["--dry-run"]);
+    assert_eq!(num(&v, "deleted"), 2, "{v}");
+    assert_eq!(file_set(&target), before, "--dry-run changed the target");
+
+    let v = args(&[]);
+    assert_eq!((num(&v, "deleted"), num(&v, "errors")), (2, 0), "{v}");
+    assert!(!back.join("extra.txt").exists() && !back.join("d1/link").exists());
+    assert_eq!(fs::read(back.join("d1/skip.log")).unwrap(), b"l", "an excluded name was deleted");
+    assert_eq!(fs::read(outside.join("precious")).unwrap(), b"p", "deleted outside the target");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "restored into a symlinked directory");
+    fs::remove_file(back.join("d1/skip.log")).unwrap();
+    assert_eq!(file_set(&back), file_set(&src));
+
+    // With includes only the selected names go.
+    write(back.join("d0/extra"), b"x");
+    write(back.join("d1/extra"), b"x");
+    let v =
+        env.cairn(["restore", "latest", "--target", s(&target), "--delete", "--include", "d0", "--json"]).ok().json();
+    assert_eq!(num(&v, "deleted"), 1, "{v}");
+    assert!(!back.join("d0/extra").exists() && back.join("d1/extra").exists());
+
+    // Without --delete nothing goes.
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    assert!(back.join("d1/extra").exists());
+}
+
+#[test]
 fn dedup_identical_files_are_stored_once() {
     let env = TestEnv::new();
     let src = env.path("src");

@@ -84,6 +84,12 @@ impl cairn::Report for Output {
         }
         eprintln!("{msg}");
     }
+
+    fn detail(&self, msg: &str) {
+        if self.verbose > 0 {
+            self.info(msg);
+        }
+    }
 }
 
 /// Runs `f` while drawing progress on a terminal.

@@ -33,6 +33,15 @@ pub struct RestoreArgs {
     /// resumes where it stopped.
     #[arg(long, value_enum, default_value = "always")]
     overwrite: OverwriteArg,
+    /// Remove files and directories in the target that the snapshot does not
+    /// have (only inside restored directories, and only names the includes and
+    /// excludes select). Try it with `--dry-run -v` first.
+    #[arg(long)]
+    delete: bool,
+    /// Change nothing: count what would be restored (and, with `-v`, list what
+    /// `--delete` would remove).
+    #[arg(short = 'n', long)]
+    dry_run: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -64,6 +73,8 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
         excludes: a.excludes,
         verify: a.verify,
         overwrite,
+        delete: a.delete,
+        dry_run: a.dry_run,
     };
     let progress = Progress::default();
     let s = with_progress(out, &progress, "restored", || restorer::restore(&repo, &snap, &opts, out, &progress))?;
@@ -74,7 +85,8 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
         out.json(&v);
     } else {
         out.info(format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} other, {}{}",
+            "{} snapshot {} to {}: {} files, {} dirs, {} other, {}{}",
+            if opts.dry_run { "would restore" } else { "restored" },
             id.short(),
             opts.target.display(),
             s.files,
@@ -87,6 +99,13 @@ pub fn run(g: &Global, out: &Output, a: RestoreArgs) -> Result<i32> {
             out.info(format!(
                 "{} existing file(s) already matched (metadata set), {} left alone",
                 s.unchanged, s.skipped
+            ));
+        }
+        if opts.delete {
+            out.info(format!(
+                "{} {} item(s) not in the snapshot",
+                if opts.dry_run { "would delete" } else { "deleted" },
+                s.deleted
             ));
         }
     }
