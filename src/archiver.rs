@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::backend::FileKind;
+use crate::backend::{FileKind, Handle};
 use crate::chunker::{ChunkError, Chunker};
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
@@ -148,6 +148,18 @@ enum VEntry {
     Dir(PathBuf, VDir),
 }
 
+/// A name's node in the parent snapshot and, when that is a partial snapshot
+/// (an interrupted backup's), in the complete snapshot before it: a file is not
+/// read again if either has it unchanged.
+type Olds<'t> = [Option<&'t Node>; 2];
+
+/// The parents' trees of one directory (see [`Olds`]).
+type OldTrees = [Option<Tree>; 2];
+
+fn find_old<'t>(trees: &'t OldTrees, name: &[u8]) -> Olds<'t> {
+    [trees[0].as_ref().and_then(|t| t.find(name)), trees[1].as_ref().and_then(|t| t.find(name))]
+}
+
 struct Walker<'a> {
     sink: Sink<'a>,
     chunker: Chunker,
@@ -161,6 +173,10 @@ struct Walker<'a> {
     groups: HashMap<u32, Option<String>>,
     hardlinks: HashMap<(u64, u64), (u64, Vec<Id>)>,
     worker_error: &'a Mutex<Option<Error>>,
+    /// While an interruption unwinds the walk: the tree of what the directory
+    /// just left had done (saved), and its node for the directory above.
+    partial: Option<Id>,
+    partial_node: Option<Node>,
 }
 
 fn ts(sec: i64, nsec: i64) -> Timestamp {
@@ -203,10 +219,10 @@ impl Walker<'_> {
     }
 
     /// The node of `path` from its metadata. Extended attributes are read from
-    /// the file unless `old` (its node in the parent snapshot) has the same
-    /// inode and change time: setting or removing one changes the ctime, so
-    /// they are the old node's.
-    fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata, old: Option<&Node>) -> Node {
+    /// the file unless an old node (in a parent snapshot) has the same inode and
+    /// change time: setting or removing one changes the ctime, so they are the
+    /// old node's.
+    fn base_node(&mut self, name: &[u8], path: &Path, m: &Metadata, olds: Olds) -> Node {
         let ft = m.file_type();
         let node_type = if ft.is_file() {
             NodeType::File
@@ -250,16 +266,14 @@ impl Walker<'_> {
             device: m.dev(),
             rdev: matches!(node_type, NodeType::Chardev | NodeType::Blockdev).then(|| m.rdev()),
             target: None,
-            xattrs: match old {
-                Some(o)
-                    if !self.opts.force
-                        && o.node_type == node_type
-                        && o.inode == m.ino()
-                        && o.ctime == ts(m.ctime(), m.ctime_nsec()) =>
-                {
-                    o.xattrs.clone()
-                }
-                _ => read_xattrs(path),
+            xattrs: match olds.into_iter().flatten().find(|o| {
+                !self.opts.force
+                    && o.node_type == node_type
+                    && o.inode == m.ino()
+                    && o.ctime == ts(m.ctime(), m.ctime_nsec())
+            }) {
+                Some(o) => o.xattrs.clone(),
+                None => read_xattrs(path),
             },
             content: None,
             subtree: None,
@@ -267,19 +281,15 @@ impl Walker<'_> {
     }
 
     /// Builds the node for `path` (already stat'ed); None if it must be skipped.
-    fn entry(
-        &mut self,
-        name: &[u8],
-        path: &Path,
-        m: &Metadata,
-        old: Option<&Node>,
-        root_dev: u64,
-    ) -> Result<Option<Node>> {
-        let mut node = self.base_node(name, path, m, old);
+    fn entry(&mut self, name: &[u8], path: &Path, m: &Metadata, olds: Olds, root_dev: u64) -> Result<Option<Node>> {
+        let mut node = self.base_node(name, path, m, olds);
         match node.node_type {
             NodeType::Dir => {
-                let old_tree = self.old_subtree(old);
-                node.subtree = Some(self.dir(path, old_tree.as_ref(), old, root_dev)?);
+                let old_trees = self.old_subtrees(olds);
+                match self.dir(path, &old_trees, olds, root_dev) {
+                    Ok(id) => node.subtree = Some(id),
+                    Err(e) => return Err(self.keep_partial(node, e)),
+                }
             }
             NodeType::Symlink => match fs::read_link(path) {
                 Ok(t) => node.target = Some(ByteStr(t.into_os_string().into_vec())),
@@ -289,7 +299,7 @@ impl Walker<'_> {
                 }
             },
             NodeType::File => {
-                match self.file_content(path, &node, old)? {
+                match self.file_content(path, &node, olds)? {
                     Some((c, size)) => {
                         // The file may have grown or shrunk since it was stat'ed.
                         node.size = size;
@@ -306,32 +316,62 @@ impl Walker<'_> {
         Ok(Some(node))
     }
 
-    fn old_subtree(&mut self, old: Option<&Node>) -> Option<Tree> {
-        let id = old.filter(|o| o.node_type == NodeType::Dir)?.subtree?;
-        match self.sink.repo.load_tree(&id) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.report.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
-                None
+    fn old_subtrees(&mut self, olds: Olds) -> OldTrees {
+        olds.map(|old| {
+            let id = old.filter(|o| o.node_type == NodeType::Dir)?.subtree?;
+            match self.sink.repo.load_tree(&id) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.report.warn(&format!("parent tree {id} unreadable, reading files again: {e}"));
+                    None
+                }
             }
-        }
+        })
     }
 
-    fn file_content(&mut self, path: &Path, node: &Node, old: Option<&Node>) -> Result<Option<(Vec<Id>, u64)>> {
-        if let Some(o) = old
-            && !self.opts.force
-            && o.node_type == NodeType::File
-            && o.size == node.size
-            && o.mtime == node.mtime
-            && o.ctime == node.ctime
-            && o.inode == node.inode
-            && let Some(c) = &o.content
-            && c.iter().all(|id| self.sink.index.contains(id))
-        {
+    /// An interruption is unwinding the walk out of directory `node`: it goes
+    /// into the partial tree of the directory above with what was done in it.
+    fn keep_partial(&mut self, mut node: Node, e: Error) -> Error {
+        if let Some(id) = self.partial.take() {
+            node.subtree = Some(id);
+            self.partial_node = Some(node);
+        }
+        e
+    }
+
+    /// An interruption is unwinding the walk out of a directory whose entries
+    /// so far are `tree`: saves it (with the entry being walked, if it was a
+    /// directory) as the directory's partial tree. Only for an interruption
+    /// (the backup then saves a partial snapshot), not for a failure.
+    fn unwind(&mut self, mut tree: Tree, e: Error) -> Error {
+        let node = self.partial_node.take();
+        self.partial = None;
+        if matches!(e, Error::Cancelled) && !self.opts.dry_run {
+            tree.entries.extend(node);
+            self.partial = self.sink.save(BlobType::Tree, &tree.to_bytes()).ok();
+        }
+        e
+    }
+
+    fn file_content(&mut self, path: &Path, node: &Node, olds: Olds) -> Result<Option<(Vec<Id>, u64)>> {
+        let index = self.sink.index;
+        let unchanged = olds.into_iter().flatten().find_map(|o| {
+            let c = o.content.as_ref()?;
+            (!self.opts.force
+                && o.node_type == NodeType::File
+                && o.size == node.size
+                && o.mtime == node.mtime
+                && o.ctime == node.ctime
+                && o.inode == node.inode
+                && c.iter().all(|id| index.contains(id)))
+            .then_some(c)
+        });
+        if let Some(c) = unchanged {
             self.summary.files_unmodified += 1;
             self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
             return Ok(Some((c.clone(), node.size)));
         }
+        let old = olds[0].or(olds[1]);
         let link_key = (node.device, node.inode);
         if node.links > 1
             && let Some((size, c)) = self.hardlinks.get(&link_key)
@@ -387,7 +427,7 @@ impl Walker<'_> {
     }
 
     /// Walks a real directory; returns its tree ID.
-    fn dir(&mut self, path: &Path, old: Option<&Tree>, old_node: Option<&Node>, root_dev: u64) -> Result<Id> {
+    fn dir(&mut self, path: &Path, old: &OldTrees, old_node: Olds, root_dev: u64) -> Result<Id> {
         self.check_workers()?;
         let mut names: Vec<OsString> = match fs::read_dir(path) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
@@ -399,7 +439,9 @@ impl Walker<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let mut tree = Tree::default();
         for name in names {
-            crate::check_interrupted()?;
+            if let Err(e) = crate::check_interrupted() {
+                return Err(self.unwind(tree, e));
+            }
             let child = path.join(&name);
             let m = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
@@ -416,22 +458,22 @@ impl Walker<'_> {
             if self.opts.one_file_system && m.is_dir() && m.dev() != root_dev {
                 continue;
             }
-            let old_child = old.and_then(|t| t.find(name.as_bytes()));
-            if let Some(n) = self.entry(name.as_bytes(), &child, &m, old_child, root_dev)? {
-                tree.entries.push(n);
+            match self.entry(name.as_bytes(), &child, &m, find_old(old, name.as_bytes()), root_dev) {
+                Ok(n) => tree.entries.extend(n),
+                Err(e) => return Err(self.unwind(tree, e)),
             }
         }
         self.finish_tree(tree, old_node)
     }
 
-    fn finish_tree(&mut self, tree: Tree, old_node: Option<&Node>) -> Result<Id> {
+    fn finish_tree(&mut self, tree: Tree, old_node: Olds) -> Result<Id> {
         let id = self.sink.save(BlobType::Tree, &tree.to_bytes())?;
         self.count_dir(id, old_node);
         Ok(id)
     }
 
-    fn count_dir(&mut self, id: Id, old_node: Option<&Node>) {
-        match old_node.and_then(|o| o.subtree) {
+    fn count_dir(&mut self, id: Id, old_node: Olds) {
+        match old_node[0].or(old_node[1]).and_then(|o| o.subtree) {
             None => self.summary.dirs_new += 1,
             Some(o) if o == id => self.summary.dirs_unmodified += 1,
             Some(_) => self.summary.dirs_changed += 1,
@@ -440,10 +482,10 @@ impl Walker<'_> {
 
     /// Walks a virtual directory (the path components above the sources); the
     /// root is not counted as a directory.
-    fn vdir(&mut self, dir: &VDir, old: Option<&Tree>, old_node: Option<&Node>, root: bool) -> Result<Id> {
+    fn vdir(&mut self, dir: &VDir, old: &OldTrees, old_node: Olds, root: bool) -> Result<Id> {
         let mut tree = Tree::default();
         for (name, child) in &dir.children {
-            let old_child = old.and_then(|t| t.find(name));
+            let old_child = find_old(old, name);
             let path = match child {
                 VEntry::Leaf(p) | VEntry::Dir(p, _) => p,
             };
@@ -455,16 +497,24 @@ impl Walker<'_> {
                 }
             };
             let node = match child {
-                VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev())?,
+                VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev()),
                 VEntry::Dir(p, sub) => {
                     let mut node = self.base_node(name, p, &m, old_child);
                     node.node_type = NodeType::Dir;
-                    let old_tree = self.old_subtree(old_child);
-                    node.subtree = Some(self.vdir(sub, old_tree.as_ref(), old_child, false)?);
-                    Some(node)
+                    let old_trees = self.old_subtrees(old_child);
+                    match self.vdir(sub, &old_trees, old_child, false) {
+                        Ok(id) => {
+                            node.subtree = Some(id);
+                            Ok(Some(node))
+                        }
+                        Err(e) => Err(self.keep_partial(node, e)),
+                    }
                 }
             };
-            tree.entries.extend(node);
+            match node {
+                Ok(n) => tree.entries.extend(n),
+                Err(e) => return Err(self.unwind(tree, e)),
+            }
         }
         if root { self.sink.save(BlobType::Tree, &tree.to_bytes()) } else { self.finish_tree(tree, old_node) }
     }
@@ -477,8 +527,7 @@ impl Walker<'_> {
             Err(ChunkError::Read(e)) => return Err(Error::io("standard input", e)),
             Err(ChunkError::Sink(e)) => return Err(e),
         };
-        let old_node = old.and_then(|t| t.find(name.as_bytes()));
-        self.count_new(old_node);
+        self.count_new(old.and_then(|t| t.find(name.as_bytes())));
         self.summary.total_files_processed = 1;
         self.summary.total_bytes_processed = size;
         let uid = nix::unistd::getuid().as_raw();
@@ -504,7 +553,7 @@ impl Walker<'_> {
             content: Some(content),
             subtree: None,
         };
-        self.finish_tree(Tree { entries: vec![node] }, None)
+        self.finish_tree(Tree { entries: vec![node] }, [None, None])
     }
 }
 
@@ -615,21 +664,30 @@ pub fn backup(
     };
     let hostname = opts.host.clone().unwrap_or_else(crate::util::hostname);
 
-    // The parent snapshot: the files it lists unchanged are not read again.
+    // The parent snapshot: the files it lists unchanged are not read again. If
+    // it is a partial one (an interrupted backup's), the latest complete one of
+    // the same paths counts too; a complete backup removes the partial ones.
+    let snapshots = repo.snapshots()?;
+    let same = |s: &Snapshot| s.hostname == hostname && s.sorted_paths() == paths;
+    let partials: Vec<Id> = snapshots.iter().filter(|(_, s)| s.partial && same(s)).map(|(id, _)| *id).collect();
     let parent = match &opts.parent {
         Some(spec) => Some(repo.find_snapshot(spec)?),
-        None => repo.snapshots()?.into_iter().rev().find(|(_, s)| s.hostname == hostname && s.sorted_paths() == paths),
+        None => snapshots.iter().rev().find(|(_, s)| same(s)).cloned(),
     };
-    let parent_tree = match &parent {
-        Some((_, s)) => match repo.load_tree(&s.tree) {
+    let complete = match &parent {
+        Some((_, p)) if p.partial => snapshots.into_iter().rev().find(|(_, s)| !s.partial && same(s)),
+        _ => None,
+    };
+    let parent_trees: OldTrees = [&parent, &complete].map(|p| {
+        let (_, s) = p.as_ref()?;
+        match repo.load_tree(&s.tree) {
             Ok(t) => Some(t),
             Err(e) => {
                 report.warn(&format!("parent snapshot unreadable, reading all files: {e}"));
                 None
             }
-        },
-        None => None,
-    };
+        }
+    });
 
     let lease = if opts.dry_run { None } else { Some(repo.lock_shared()?) };
     let packer = Packer::new(repo, opts.dry_run);
@@ -639,7 +697,7 @@ pub fn backup(
     let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers * 3);
     let worker_error = Mutex::new(None);
 
-    let (tree, summary) = std::thread::scope(|s| -> Result<_> {
+    let (tree, mut summary, partial) = std::thread::scope(|s| -> Result<_> {
         for _ in 0..workers {
             let (rx, spare, packer, worker_error) = (rx.clone(), spare_tx.clone(), &packer, &worker_error);
             s.spawn(move || {
@@ -688,40 +746,72 @@ pub fn backup(
             groups: HashMap::new(),
             hardlinks: HashMap::new(),
             worker_error: &worker_error,
+            partial: None,
+            partial_node: None,
         };
         let tree = match &opts.stdin_filename {
-            Some(name) => w.stdin(name, parent_tree.as_ref()),
+            Some(name) => w.stdin(name, parent_trees[0].as_ref()),
             // Backing up `/` itself: the root directory is the snapshot's root tree.
             None if paths.iter().any(|p| p == "/") => match fs::symlink_metadata("/") {
-                Ok(m) => w.dir(Path::new("/"), parent_tree.as_ref(), None, m.dev()),
+                Ok(m) => w.dir(Path::new("/"), &parent_trees, [None, None], m.dev()),
                 Err(e) => Err(Error::io("/", e)),
             },
             None => {
                 let root = build_vroot(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
-                w.vdir(&root, parent_tree.as_ref(), None, true)
+                w.vdir(&root, &parent_trees, [None, None], true)
             }
         };
-        let Walker { sink, summary, .. } = w;
+        let Walker { sink, summary, partial, .. } = w;
         drop(sink); // closes the channel: workers drain and stop
-        Ok((tree, summary))
+        Ok((tree, summary, partial))
     })?;
     let worker_failed = worker_error.lock().expect("poisoned").take();
     // (An interruption after the walk still stops the backup before its snapshot.)
-    let tree = tree.and_then(|t| crate::check_interrupted().map(|()| t));
+    let (tree, partial) = match (tree, crate::check_interrupted()) {
+        (Ok(t), Err(e)) => (Err(e), Some(t)),
+        (Err(Error::Cancelled), _) => (Err(Error::Cancelled), partial),
+        (t, _) => (t, None),
+    };
+    let snapshot = |tree: Id, summary: Summary, partial: bool| Snapshot {
+        time: opts.time.unwrap_or(backup_start),
+        tree,
+        paths: paths.clone(),
+        hostname: hostname.clone(),
+        username: crate::util::username(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|(id, _)| *id),
+        excludes: opts.excludes.clone(),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary,
+        original: None,
+        partial,
+    };
     if worker_failed.is_some() || tree.is_err() {
-        // Interrupted or failed: what was uploaded is indexed (best effort), so
-        // that the next backup does not store it again.
-        if !opts.dry_run {
+        if opts.dry_run {
+        } else if let (None, Some(root)) = (&worker_failed, partial) {
+            // Interrupted: the open packs are uploaded and indexed, and a partial
+            // snapshot records the files stored so far, so that the next backup
+            // neither stores nor reads them again.
+            match packer.finish().and_then(|_| save_snapshot(repo, lease.as_ref(), &snapshot(root, summary, true))) {
+                Ok(id) => report.warn(&format!(
+                    "saved partial snapshot {} of what was stored before the interruption; the next backup of \
+                     these paths continues from it",
+                    id.short()
+                )),
+                Err(e) => report.warn(&format!("could not save a partial snapshot: {e}")),
+            }
+        } else {
+            // Failed: what was uploaded is indexed (best effort), so that the next
+            // backup does not store it again.
             let _ = packer.salvage();
         }
-        if let Some(e) = worker_failed {
-            return Err(e);
-        }
+        return Err(worker_failed.or(tree.err()).expect("failed"));
     }
     let tree = tree?;
     packer.finish()?;
 
-    let mut summary = summary;
     let st = &packer.stats;
     summary.data_blobs = st.data_blobs.load(Ordering::Relaxed);
     summary.tree_blobs = st.tree_blobs.load(Ordering::Relaxed);
@@ -730,30 +820,30 @@ pub fn backup(
     summary.backup_start = Some(backup_start);
     summary.backup_end = Some(chrono::Local::now().fixed_offset());
     summary.duration_seconds = start.elapsed().as_secs_f64();
-    let snapshot = Snapshot {
-        time: opts.time.unwrap_or(backup_start),
-        tree,
-        paths,
-        hostname,
-        username: crate::util::username(),
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        tags: opts.tags.clone(),
-        parent: parent.map(|(id, _)| id),
-        excludes: opts.excludes.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        summary,
-        original: None,
-    };
-    if lease.as_ref().is_some_and(|l| l.may_have_expired()) {
+    let snapshot = snapshot(tree, summary, false);
+    if opts.dry_run {
+        return Ok(BackupResult { id: None, snapshot });
+    }
+    let id = save_snapshot(repo, lease.as_ref(), &snapshot)?;
+    // The partial snapshots this one completes are of no more use.
+    for p in partials {
+        if let Err(e) = repo.remove_file(&Handle::id(FileKind::Snapshot, &p)) {
+            report.warn(&format!("could not remove partial snapshot {}: {e}", p.short()));
+        }
+    }
+    Ok(BackupResult { id: Some(id), snapshot })
+}
+
+/// Saves a backup's snapshot, unless its lock may have lapsed.
+fn save_snapshot(repo: &Repository, lease: Option<&crate::repo::lock::LeaseGuard>, snapshot: &Snapshot) -> Result<Id> {
+    if lease.is_some_and(|l| l.may_have_expired()) {
         return Err(Error::Incomplete(
             "the backup's lock could not be renewed for almost 30 minutes, so a prune may have removed data it \
              reused; the snapshot was not saved (run the backup again)"
                 .into(),
         ));
     }
-    let id = if opts.dry_run { None } else { Some(repo.save_json(FileKind::Snapshot, &snapshot)?) };
-    Ok(BackupResult { id, snapshot })
+    repo.save_json(FileKind::Snapshot, snapshot)
 }
 
 #[cfg(test)]

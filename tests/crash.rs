@@ -153,30 +153,57 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
 }
 
 #[test]
-fn an_interrupted_backup_exits_130_and_keeps_what_it_uploaded() {
+fn an_interrupted_backup_saves_a_partial_snapshot_and_the_rerun_reads_only_the_rest() {
     let env = TestEnv::new();
     let src = env.path("src");
-    let files = make_version(&src, 9, 40);
+    // 96 files of 400 KiB over nested directories, about 38 MiB, in packs of 1 MiB.
+    let mut rng = Rng::new(77);
+    for i in 0..96 {
+        write(src.join(format!("a{}/b{}/f{i:02}", i % 3, i % 2)), rng.bytes(400 << 10));
+    }
+    let files = contents(&src);
     let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
     env.init(&["--pack-size", "1"]);
-    // Interrupted (as by Ctrl-C) when its 5th write starts: the lease and three
-    // packs are written by then.
-    let r = env.cmd(["backup", "--json", s(&src)]).env("CAIRN_TEST_FAULTS", "interrupt-at-op=5").run();
+    // Interrupted (as by Ctrl-C) when its 32nd write starts: about 80% through.
+    let r = env.cmd(["backup", "--json", s(&src)]).env("CAIRN_TEST_FAULTS", "interrupt-at-op=32").run();
     assert_eq!(r.code, 130, "{}", r.stderr);
     assert!(r.stderr.contains("cairn: interrupted"), "{}", r.stderr);
-    assert!(env.snapshots(&[]).is_empty(), "an interrupted backup saved a snapshot");
-    // The packs it uploaded are indexed: check has nothing to say about them.
+    assert!(r.stderr.contains("saved partial snapshot"), "{}", r.stderr);
+    let snaps = env.snapshots(&[]);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["partial"], true, "{snaps:?}");
+    // Nothing unindexed, nothing missing; `latest` passes over a partial snapshot.
     let c = env.cairn(["check", "--read-data"]);
-    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert_eq!(c.code, 0, "{}", c.all_output());
     assert!(!c.all_output().contains("not in any index"), "{}", c.all_output());
-    assert!(!env.repo_files("index").is_empty(), "nothing was indexed");
-    // The next backup stores only the rest.
+    let none = env.cairn(["restore", "latest", "--target", s(&env.path("none"))]);
+    assert!(none.code != 0 && none.stderr.contains("no (complete) snapshots"), "{}", none.stderr);
+    // The partial snapshot holds a part of the files, each exact.
+    let target = env.path("partial");
+    env.cairn(["restore", snaps[0]["id"].as_str().unwrap(), "--target", s(&target)]).ok();
+    let part = contents(&restored_path(&target, &src));
+    assert!(
+        part.len() >= 48 && part.len() < files.len(),
+        "{} of {} files in the partial snapshot",
+        part.len(),
+        files.len()
+    );
+    for (name, c) in &part {
+        assert!(files.contains(&(name.clone(), c.clone())), "{name:?} differs in the partial snapshot");
+    }
+    // The rerun reads only what the partial snapshot lacks, then replaces it.
     let again = env.backup_ok(&[s(&src)]);
-    let added = again["data_added"].as_u64().unwrap();
-    assert!(added < total * 85 / 100, "the rerun stored {added} of {total} bytes again");
+    let read = again["bytes_read"].as_u64().unwrap();
+    println!("partial snapshot: {} of {} files; the rerun read {read} of {total} bytes", part.len(), files.len());
+    assert!(read <= total / 4, "the rerun read {read} of {total} bytes again");
+    let snaps = env.snapshots(&[]);
+    assert_eq!(snaps.len(), 1, "the partial snapshot was not removed: {snaps:?}");
+    assert!(snaps[0].get("partial").is_none(), "{snaps:?}");
     let target = env.path("restore");
     env.cairn(["restore", "latest", "--target", s(&target)]).ok();
     assert!(contents(&restored_path(&target, &src)) == files);
+    let c = env.cairn(["check", "--read-data"]);
+    assert_eq!(c.code, 0, "{}", c.all_output());
 }
 
 #[test]
@@ -197,7 +224,7 @@ fn sigint_stops_a_running_backup_with_exit_130_and_indexes_what_arrived() {
     let r = finish(child);
     assert_eq!(r.code, 130, "{}", r.stderr);
     assert!(r.stderr.contains("interrupted, stopping"), "{}", r.stderr);
-    assert!(env.snapshots(&[]).is_empty());
+    assert!(env.snapshots(&[]).iter().all(|s| s["partial"] == true), "an interrupted backup saved a snapshot");
     let c = env.cairn(["check"]);
     assert_eq!(c.code, 0, "{}", c.all_output());
     assert!(!c.all_output().contains("not in any index"), "{}", c.all_output());

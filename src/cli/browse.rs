@@ -96,7 +96,7 @@ pub fn snapshots(g: &Global, out: &Output, a: SnapshotsArgs) -> Result<i32> {
             s.hostname,
             s.tags.join(","),
             human_bytes(s.summary.total_bytes_processed),
-            s.paths.join(", ")
+            s.paths.join(", ") + if s.partial { "  (partial: interrupted)" } else { "" }
         )?;
     }
     writeln!(w, "{} snapshots", list.len())?;

@@ -98,7 +98,9 @@ pub fn run(g: &Global, out: &Output, a: ForgetArgs) -> Result<i32> {
     let repo = g.open()?;
 
     let (groups, remove): (Vec<policy::GroupResult>, Vec<Id>) = if a.snapshots.is_empty() {
-        let snaps: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect();
+        // Partial snapshots (interrupted backups') are the next backup's to
+        // remove; a policy neither keeps nor forgets them.
+        let snaps: Vec<_> = repo.snapshots()?.into_iter().filter(|(_, s)| !s.partial && a.filter.matches(s)).collect();
         let groups = policy::apply(&snaps, &policy, a.group_by);
         let remove = groups.iter().flat_map(|g| g.remove.iter().map(|r| r.id)).collect();
         (groups, remove)

@@ -453,10 +453,16 @@ impl Repository {
         self.snapshots_with(|id, e| eprintln!("warning: skipping snapshot {}: {e}", id.short()))
     }
 
-    /// Resolves `latest`, a full ID or a unique prefix.
+    /// Resolves `latest` (the newest complete snapshot), a full ID or a unique
+    /// prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
-            return self.snapshots()?.pop().ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+            // (A partial snapshot, an interrupted backup's, is not the latest.)
+            return self
+                .snapshots()?
+                .into_iter()
+                .rfind(|(_, s)| !s.partial)
+                .ok_or_else(|| Error::NotFound("the repository has no (complete) snapshots".into()));
         }
         let ids = self.list_ids(FileKind::Snapshot)?;
         let id = id::find_by_prefix(&ids, spec, "snapshot")?;

@@ -85,6 +85,11 @@ pub struct Snapshot {
     /// (e.g. by `cairn tag`) of an earlier snapshot file; absent in an original.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Saved by an interrupted backup: the files it had stored when it stopped.
+    /// The next backup of the same paths on the same host continues from it and
+    /// removes it; `latest` and retention policies pass it over.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 impl Snapshot {
