@@ -22,7 +22,8 @@ pub fn run(g: &Global, out: &Output, a: CopyArgs) -> Result<i32> {
     let _lease = super::reader_lease(&src, "source repository: ");
     let dst = g.open()?;
     let snaps = if a.snapshots.is_empty() {
-        src.snapshots()?.into_iter().filter(|(_, s)| a.filter.matches(s)).collect()
+        // (Partial snapshots, of interrupted backups, only unless named.)
+        src.snapshots()?.into_iter().filter(|(_, s)| !s.partial && a.filter.matches(s)).collect()
     } else {
         a.snapshots.iter().map(|s| src.find_snapshot(s)).collect::<cairn::Result<Vec<_>>>()?
     };
