@@ -8,90 +8,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
-
+use common::crash::*;
 use common::*;
-
-/// Runs `cairn ARGS` with the crash hook at operation `n`: whether it crashed.
-fn crashes_at(env: &TestEnv, n: u64, args: &[&str]) -> bool {
-    crashes_with(env, n, args, &[])
-}
-
-fn crashes_with(env: &TestEnv, n: u64, args: &[&str], vars: &[(&str, &str)]) -> bool {
-    let mut cmd = env.cmd(args).env("CAIRN_TEST_FAULTS", format!("abort-at-op={n}"));
-    for (k, v) in vars {
-        cmd = cmd.env(k, v);
-    }
-    let child = cmd.spawn();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
-    match out.status.code() {
-        Some(0) => false,
-        Some(c) => panic!("cairn {args:?} failed with {c} (crash hook at {n}):\n{stderr}"),
-        None => {
-            assert!(stderr.contains("aborting at operation"), "killed by something else:\n{stderr}");
-            true
-        }
-    }
-}
-
-/// The tree each snapshot tag stands for.
-type Versions = [(String, Files)];
-
-/// A tree version: `n` files of pseudo-random content under `src`.
-fn make_version(src: &Path, seed: u64, files: usize) -> Files {
-    let _ = std::fs::remove_dir_all(src);
-    let mut rng = Rng::new(seed);
-    for i in 0..files {
-        let len = (rng.next_u64() % 300_000) as usize;
-        write(src.join(format!("d{}/f{i}", i % 4)), rng.bytes(len));
-    }
-    contents(src)
-}
-
-/// The repository passes `check --read-data`, and every snapshot it lists
-/// restores to the tree its tag names.
-#[track_caller]
-fn assert_sound(env: &TestEnv, src: &Path, versions: &Versions, what: &str) {
-    let r = env.cairn(["check", "--read-data"]);
-    assert_eq!(r.code, 0, "{what}: check failed:\n{}{}", r.stdout, r.stderr);
-    for snap in env.snapshots(&[]) {
-        let id = snap["id"].as_str().unwrap();
-        let tag = snap["tags"][0].as_str().unwrap();
-        let want = &versions.iter().find(|(t, _)| t == tag).unwrap_or_else(|| panic!("unknown tag {tag}")).1;
-        let target = env.path("check-restore");
-        let _ = std::fs::remove_dir_all(&target);
-        env.cairn(["restore", id, "--target", s(&target)]).ok();
-        assert!(contents(&restored_path(&target, src)) == *want, "{what}: snapshot {tag} restores differently");
-    }
-}
-
-/// Runs `args` crashing at operation 1, 2, … (each time on a fresh copy of the
-/// repository as `setup` left it) until it completes; checks the repository
-/// after each crash. Returns the number of crash points tried.
-fn sweep(env: &TestEnv, src: &Path, versions: &Versions, args: &[&str], vars: &[(&str, &str)]) -> u64 {
-    let pristine = env.path("pristine");
-    let _ = std::fs::remove_dir_all(&pristine);
-    copy_tree(&env.repo, &pristine);
-    for n in 1..200 {
-        let _ = std::fs::remove_dir_all(&env.repo);
-        copy_tree(&pristine, &env.repo);
-        if !crashes_with(env, n, args, vars) {
-            assert_sound(env, src, versions, &format!("{args:?} run to the end"));
-            println!("{args:?}: killed at each of its {} writes and removes", n - 1);
-            return n - 1;
-        }
-        assert_sound(env, src, versions, &format!("{args:?} killed at operation {n}"));
-    }
-    panic!("{args:?} still crashing after 200 operations");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp").arg("-a").arg(from).arg(to).stdout(Stdio::null()).status().unwrap();
-    assert!(st.success());
-}
 
 #[test]
 fn killed_at_any_write_every_command_leaves_a_sound_repository() {
@@ -104,21 +22,23 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
         env.backup_ok(&[s(&src), "--tag", v]);
     }
     let mut points = 0;
+    let pristine = Pristine::Local(env.path("pristine"));
 
     // A backup of a changed tree (small packs, an index checkpoint every 4 blobs).
     versions.push(("v3".to_string(), make_version(&src, 3, 24)));
     let backup = ["backup", s(&src), "--tag", "v3"];
-    points += sweep(&env, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
+    points += sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
     assert_eq!(env.snapshots(&[]).len(), 3, "the sweep ends with the backup run to the end");
 
     // forget, prune, forget --prune.
-    points += sweep(&env, &src, &versions, &["forget", "--keep-last", "2"], &[]);
-    points += sweep(&env, &src, &versions, &["prune", "--max-unused", "0"], &[]);
-    points += sweep(&env, &src, &versions, &["forget", "--keep-last", "1", "--prune", "--max-unused", "0"], &[]);
+    points += sweep(&env, &pristine, &src, &versions, &["forget", "--keep-last", "2"], &[]);
+    points += sweep(&env, &pristine, &src, &versions, &["prune", "--max-unused", "0"], &[]);
+    points +=
+        sweep(&env, &pristine, &src, &versions, &["forget", "--keep-last", "1", "--prune", "--max-unused", "0"], &[]);
 
     // A restore only takes a lease; copy into a second repository; key passwd.
     let target = env.path("restore-target");
-    points += sweep(&env, &src, &versions, &["restore", "latest", "--target", s(&target)], &[]);
+    points += sweep(&env, &pristine, &src, &versions, &["restore", "latest", "--target", s(&target)], &[]);
     let dst = TestEnv::new();
     dst.init(&[]);
     let from = ["copy", "--from-repo", s(&env.repo), "--from-password-file"];
@@ -126,7 +46,7 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     std::fs::write(&pw, PASSWORD).unwrap();
     let mut copy: Vec<&str> = from.to_vec();
     copy.push(s(&pw));
-    points += sweep(&dst, &src, &versions, &copy, &[]);
+    points += sweep(&dst, &Pristine::Local(dst.path("pristine")), &src, &versions, &copy, &[]);
     assert_eq!(dst.snapshots(&[]).len(), env.snapshots(&[]).len());
 
     // key passwd: at every crash point the old or the new password opens it.
@@ -150,6 +70,53 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     }
     println!("crash points tried: {points}");
     assert!(points >= 30, "only {points} crash points: the hook is not reached");
+}
+
+/// Kills `cairn ARGS` with SIGKILL after `ms` milliseconds (storage slowed by
+/// 20 ms per operation); whether it was still running.
+fn killed_after(env: &TestEnv, ms: u64, args: &[&str]) -> bool {
+    let mut child = env.cmd(args).env("CAIRN_TEST_FAULTS", "delay-ms=20").spawn();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
+    match out.status.code() {
+        Some(0) => false,
+        None => true,
+        Some(c) => panic!("cairn {args:?} failed with {c}:\n{stderr}"),
+    }
+}
+
+#[test]
+fn killed_at_random_moments_backup_and_prune_leave_a_sound_repository() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    env.init(&["--pack-size", "1"]);
+    let mut versions = vec![("v0".to_string(), make_version(&src, 50, 24))];
+    env.backup_ok(&[s(&src), "--tag", "v0"]);
+    let mut rng = Rng::new(404);
+    let (mut kills, mut completed) = (0, 0);
+    for round in 1..=12u64 {
+        let tag = format!("v{round}");
+        versions.push((tag.clone(), make_version(&src, 50 + round, 24)));
+        let ms = rng.next_u64() % 400;
+        let args = ["backup", s(&src), "--tag", &tag];
+        let killed = killed_after(&env, ms, &args);
+        assert_sound(&env, &src, &versions, &format!("backup killed after {ms} ms"));
+        if round % 3 == 0 {
+            let ms = rng.next_u64() % 300;
+            let prune = ["forget", "--keep-last", "2", "--prune", "--max-unused", "0"];
+            let killed_prune = killed_after(&env, ms, &prune);
+            assert_sound(&env, &src, &versions, &format!("forget --prune killed after {ms} ms"));
+            kills += killed_prune as u32;
+            completed += !killed_prune as u32;
+        }
+        kills += killed as u32;
+        completed += !killed as u32;
+    }
+    println!("killed at random moments: {kills}; ran to the end: {completed}");
+    assert!(kills >= 6, "only {kills} of the runs were killed: the moments are too late");
 }
 
 #[test]

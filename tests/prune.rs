@@ -282,44 +282,71 @@ fn a_second_prune_is_refused_with_exit_11_and_unlock_removes_stale_locks() {
 }
 
 #[test]
-fn backups_running_while_prune_runs_never_fail_and_nothing_is_lost() {
+fn backups_from_several_hosts_and_prunes_in_loops_never_fail_and_nothing_is_lost() {
     let env = TestEnv::new();
     env.init(&["--chunk-size", "16K,64K,256K", "--pack-size", "1"]);
-    let src = env.path("src");
-    write(src.join("base.bin"), Rng::new(1).bytes(500_000));
-    env.backup_ok(&[s(&src)]);
+    // Three hosts back up their own folders, which share one file.
+    let shared = Rng::new(1).bytes(2_000_000);
+    let srcs: Vec<PathBuf> = (1..=3).map(|h| env.path(format!("host{h}"))).collect();
+    for src in &srcs {
+        write(src.join("shared.bin"), &shared);
+    }
+    let first = env.backup_ok(&[s(&srcs[0]), "--host", "h1"]);
+    assert!(first["data_added"].as_u64().unwrap() >= 2_000_000);
+    // Snapshot ID -> the tree it was taken of, for every backup that ran.
+    let taken: std::sync::Mutex<BTreeMap<String, Files>> =
+        std::sync::Mutex::new([(first["snapshot_id"].as_str().unwrap().to_string(), contents(&srcs[0]))].into());
     let deadline = Instant::now() + Duration::from_secs(20);
-    let backups = std::thread::scope(|sc| {
-        let writer = sc.spawn(|| {
-            let mut n = 0u64;
-            let mut rng = Rng::new(2);
-            while Instant::now() < deadline {
-                write(src.join(format!("f{}.bin", n % 5)), rng.bytes(200_000));
-                let r = env.cairn(["backup", s(&src)]);
-                assert_eq!(r.code, 0, "backup {n} failed while prune ran:\n{}", r.stderr);
-                n += 1;
-            }
-            n
-        });
-        let pruner = sc.spawn(|| {
+    let prunes = std::thread::scope(|sc| {
+        for (h, src) in srcs.iter().enumerate() {
+            let taken = &taken;
+            let env = &env;
+            sc.spawn(move || {
+                let host = format!("h{}", h + 1);
+                let mut rng = Rng::new(10 + h as u64);
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    write(src.join(format!("f{}.bin", n % 4)), rng.bytes(150_000));
+                    let r = env.cairn(["backup", "--json", "--host", &host, s(src)]);
+                    assert_eq!(r.code, 0, "backup {n} of {host} failed while others and prune ran:\n{}", r.stderr);
+                    let v = r.json();
+                    if n == 0 && h > 0 {
+                        // The shared file was stored by h1: only the new files are added.
+                        let added = v["data_added"].as_u64().unwrap();
+                        assert!(added < 500_000, "{host}'s first backup added {added} bytes: no dedup across hosts");
+                    }
+                    let id = v["snapshot_id"].as_str().unwrap().to_string();
+                    taken.lock().unwrap().insert(id, contents(src));
+                    n += 1;
+                }
+                assert!(n >= 3, "{host} ran only {n} backups");
+            });
+        }
+        sc.spawn(|| {
             let mut n = 0;
             while Instant::now() < deadline {
-                let r = env.cairn(["forget", "--keep-last", "3", "--prune", "--max-unused", "0%"]);
+                let r = env.cairn(["forget", "--keep-last", "2", "--prune", "--max-unused", "0%"]);
                 assert!(r.code == 0 || r.code == 11, "forget --prune failed:\n{}", r.stderr);
                 n += 1;
             }
             n
-        });
-        let prunes = pruner.join().unwrap();
-        assert!(prunes >= 2, "prune ran only {prunes} times");
-        writer.join().unwrap()
+        })
+        .join()
+        .unwrap()
     });
-    assert!(backups >= 3, "only {backups} backups ran");
+    assert!(prunes >= 2, "prune ran only {prunes} times");
     env.cairn(["check", "--read-data"]).ok();
-    for snap in env.snapshots(&[]) {
+    // Every snapshot left restores to exactly the tree it was taken of.
+    let taken = taken.into_inner().unwrap();
+    let snaps = env.snapshots(&[]);
+    assert!(snaps.len() >= 6, "{} snapshots left", snaps.len());
+    for snap in snaps {
         let id = snap["id"].as_str().unwrap();
         let target = env.path(format!("r-{}", &id[..8]));
-        env.cairn(["restore", id, "--target", s(&target), "--verify"]).ok();
+        env.cairn(["restore", id, "--target", s(&target)]).ok();
+        let src = Path::new(snap["paths"][0].as_str().unwrap());
+        let want = taken.get(id).unwrap_or_else(|| panic!("snapshot {id} was never taken"));
+        assert!(contents(&restored_path(&target, src)) == *want, "snapshot {id} restores differently");
     }
     // With the writers gone, a last prune reclaims everything that waited.
     let r = env.cairn(["prune", "--json", "--max-unused", "0%"]);

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod crash;
 pub mod fidelity;
 
 /// The password every test repository uses.

@@ -1,0 +1,48 @@
+//! The crash sweep of tests/crash.rs on a real OpenStack Swift (the tempauth
+//! server of `.ci/test`; ST_AUTH, ST_USER and ST_KEY must be set, the test never
+//! skips): a backup and a `forget --prune` are killed (abort, as `kill -9`
+//! would) before each of their writes and removes; after every crash
+//! `check --read-data` passes and every snapshot restores byte for byte. Before
+//! each crash the container is put back as it was through the backend API.
+
+mod common;
+
+use std::sync::Arc;
+
+use cairn::backend::DynBackend;
+use cairn::backend::swift::{SwiftBackend, SwiftOptions};
+use common::crash::*;
+use common::*;
+
+#[test]
+fn killed_at_any_write_over_swift_backup_and_prune_leave_a_sound_repository() {
+    for v in ["ST_AUTH", "ST_USER", "ST_KEY"] {
+        assert!(std::env::var(v).is_ok_and(|s| !s.is_empty()), "{v} is not set: run the Swift tests through .ci/test");
+    }
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let container = format!("cairn-test-crash-{}", hex::encode(b));
+    let open = |prefix: &str| -> DynBackend {
+        Arc::new(SwiftBackend::from_env(&format!("{container}:/{prefix}"), SwiftOptions::default()).unwrap())
+    };
+    let mut env = TestEnv::new();
+    env.repo = format!("swift:{container}:/repo").into();
+    let pristine = Pristine::Remote { live: open("repo"), saved: open("pristine") };
+
+    let src = env.path("src");
+    env.init(&["--pack-size", "1"]);
+    let mut versions = Vec::new();
+    for (v, seed) in [("v1", 1), ("v2", 2)] {
+        versions.push((v.to_string(), make_version(&src, seed, 24)));
+        env.backup_ok(&[s(&src), "--tag", v]);
+    }
+    versions.push(("v3".to_string(), make_version(&src, 3, 24)));
+    let backup = ["backup", s(&src), "--tag", "v3"];
+    let mut points = sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
+    assert_eq!(env.snapshots(&[]).len(), 3, "the sweep ends with the backup run to the end");
+    let prune = ["forget", "--keep-last", "1", "--prune", "--max-unused", "0"];
+    points += sweep(&env, &pristine, &src, &versions, &prune, &[]);
+    assert_eq!(env.snapshots(&[]).len(), 1);
+    println!("crash points tried over Swift: {points}");
+    assert!(points >= 15, "only {points} crash points: the hook is not reached");
+}
