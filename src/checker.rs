@@ -70,12 +70,17 @@ pub struct CheckSummary {
     pub warnings: Vec<String>,
 }
 
-struct Findings<'a> {
+/// Where problems go: reported as they are found and collected.
+pub(crate) struct Findings<'a> {
     report: &'a dyn Report,
     summary: Mutex<CheckSummary>,
 }
 
-impl Findings<'_> {
+impl<'a> Findings<'a> {
+    pub(crate) fn new(report: &'a dyn Report) -> Findings<'a> {
+        Findings { report, summary: Mutex::new(CheckSummary::default()) }
+    }
+
     fn error(&self, msg: String) {
         self.report.warn(&format!("error: {msg}"));
         self.summary.lock().expect("poisoned").errors.push(msg);
@@ -108,7 +113,7 @@ fn choose_packs(mut packs: Vec<(Id, u64)>, subset: Option<Subset>) -> Result<Vec
 
 /// Checks the repository. Returns an error only if checking itself cannot proceed.
 pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progress: &Progress) -> Result<CheckSummary> {
-    let found = Findings { report, summary: Mutex::new(CheckSummary::default()) };
+    let found = Findings::new(report);
 
     // Snapshots before the index: a backup writes its index before its snapshot,
     // so every snapshot seen here has its blobs in an index file listed below.
@@ -126,26 +131,8 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
     // Also the repository's index for the tree walk below: loaded once.
     let index = repo.set_index(Index::build(&files)?);
 
-    // Every indexed pack exists with its size.
-    let listed: HashMap<String, u64> =
-        repo.block_on(repo.backend().list(FileKind::Pack))?.into_iter().map(|f| (f.name, f.size)).collect();
-    let mut readable = Vec::new();
-    let indexed: HashSet<String> = index.packs().iter().map(|(id, _)| id.to_hex()).collect();
-    for (no, (id, size)) in index.packs().iter().enumerate() {
-        match listed.get(&id.to_hex()) {
-            // Marked by prune: it may be deleted at any time.
-            None if index.pack_is_pending(no) => {}
-            None => found.error(format!("pack {id} is in the index but missing from the repository")),
-            Some(s) if s != size => {
-                found.error(format!("pack {id} has size {s}, the index says {size} (truncated or damaged)"))
-            }
-            Some(_) => readable.push((*id, *size)),
-        }
-    }
-    let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
-    if unindexed > 0 {
-        found.warning(format!("{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"));
-    }
+    let mut damage = Damage::default();
+    let readable = stored_packs(repo, &index, &found, &mut damage)?;
 
     // The snapshots' trees.
     let mut seen_trees: HashSet<Id> = HashSet::new();
@@ -210,31 +197,93 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
 
     if opts.read_data || opts.subset.is_some() {
         let packs = choose_packs(readable, opts.subset)?;
-        progress.total_files.store(packs.len() as u64, Ordering::Relaxed);
-        let next = AtomicUsize::new(0);
-        let damage = Mutex::new(Damage::default());
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    while let Some((id, _)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if crate::check_interrupted().is_err() {
-                            break;
-                        }
-                        read_pack(repo, &index, id, &found, &damage);
-                        progress.files.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-        });
-        crate::check_interrupted()?;
+        read_packs(repo, &index, &packs, &found, progress, &mut damage)?;
         found.summary.lock().expect("poisoned").packs_read = packs.len();
-        let damage = damage.into_inner().expect("poisoned");
         if !damage.packs.is_empty() || !damage.blobs.is_empty() {
             affected(repo, &index, &snaps, &damage, &found);
         }
     }
     Ok(found.summary.into_inner().expect("poisoned"))
+}
+
+/// Compares the indexed packs with the storage's listing: a pack missing (unless
+/// prune marked it) or of another size is reported and counted as damaged.
+/// Returns the others, with their sizes.
+fn stored_packs(repo: &Repository, index: &Index, found: &Findings<'_>, damage: &mut Damage) -> Result<Vec<(Id, u64)>> {
+    let listed: HashMap<String, u64> =
+        repo.block_on(repo.backend().list(FileKind::Pack))?.into_iter().map(|f| (f.name, f.size)).collect();
+    let mut readable = Vec::new();
+    let indexed: HashSet<String> = index.packs().iter().map(|(id, _)| id.to_hex()).collect();
+    for (no, (id, size)) in index.packs().iter().enumerate() {
+        match listed.get(&id.to_hex()) {
+            // Marked by prune: it may be deleted at any time.
+            None if index.pack_is_pending(no) => {}
+            None => {
+                found.error(format!("pack {id} is in the index but missing from the repository"));
+                damage.packs.insert(*id);
+            }
+            Some(s) if s != size => {
+                found.error(format!("pack {id} has size {s}, the index says {size} (truncated or damaged)"));
+                damage.packs.insert(*id);
+            }
+            Some(_) => readable.push((*id, *size)),
+        }
+    }
+    let unindexed = listed.keys().filter(|n| !indexed.contains(*n)).count();
+    if unindexed > 0 {
+        found.warning(format!("{unindexed} pack(s) are not in any index (left by an interrupted backup; harmless)"));
+    }
+    Ok(readable)
+}
+
+/// Reads `packs` in parallel, opening every blob; adds what is damaged to
+/// `damage`.
+fn read_packs(
+    repo: &Repository,
+    index: &Index,
+    packs: &[(Id, u64)],
+    found: &Findings<'_>,
+    progress: &Progress,
+    damage: &mut Damage,
+) -> Result<()> {
+    progress.total_files.store(packs.len() as u64, Ordering::Relaxed);
+    let next = AtomicUsize::new(0);
+    let found_damage = Mutex::new(std::mem::take(damage));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                while let Some((id, _)) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if crate::check_interrupted().is_err() {
+                        break;
+                    }
+                    read_pack(repo, index, id, found, &found_damage);
+                    progress.files.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    *damage = found_damage.into_inner().expect("poisoned");
+    crate::check_interrupted()
+}
+
+/// What is damaged in a repository, found by comparing the index with the
+/// storage and, with `read_data`, by reading every pack (each problem is
+/// reported). For `repair snapshots`.
+pub fn find_damage(
+    repo: &Repository,
+    index: &Index,
+    read_data: bool,
+    report: &dyn Report,
+    progress: &Progress,
+) -> Result<Damage> {
+    let found = Findings::new(report);
+    let mut damage = Damage::default();
+    let readable = stored_packs(repo, index, &found, &mut damage)?;
+    if read_data {
+        read_packs(repo, index, &readable, &found, progress, &mut damage)?;
+    }
+    Ok(damage)
 }
 
 /// Names the files of each snapshot that use damaged data (at most 20 per
@@ -246,10 +295,7 @@ fn affected(
     damage: &Damage,
     found: &Findings<'_>,
 ) {
-    let bad = |b: &Id| {
-        damage.blobs.contains(b)
-            || index.get(b).is_some_and(|l| damage.packs.contains(&index.packs()[l.pack as usize].0))
-    };
+    let bad = |b: &Id| damage.is_bad(index, b);
     for (sid, snap) in snaps {
         let mut files = Vec::new();
         let mut stack = vec![(snap.tree, String::from("/"))];
@@ -274,12 +320,20 @@ fn affected(
     }
 }
 
-/// What `--read-data` found damaged: whole packs (unreadable, or their header
-/// is) and single blobs.
+/// What was found damaged: whole packs (missing, of the wrong size, unreadable,
+/// or their header is) and single blobs.
 #[derive(Default)]
-struct Damage {
+pub struct Damage {
     packs: HashSet<Id>,
     blobs: HashSet<Id>,
+}
+
+impl Damage {
+    /// Whether blob `id` cannot be read: damaged, or in a damaged pack. (A blob
+    /// the index lacks is not counted here.)
+    pub fn is_bad(&self, index: &Index, id: &Id) -> bool {
+        self.blobs.contains(id) || index.get(id).is_some_and(|l| self.packs.contains(&index.packs()[l.pack as usize].0))
+    }
 }
 
 fn read_pack(repo: &Repository, index: &Index, id: &Id, found: &Findings<'_>, damage: &Mutex<Damage>) {
