@@ -15,7 +15,9 @@ pub enum Error {
     #[error("a repository already exists at {0}")]
     RepoExists(String),
     /// No key file opens with the password given.
-    #[error("wrong password: no key in the repository opens with it")]
+    #[error(
+        "wrong password: no key in the repository opens with it (if the password is right, its key files were altered)"
+    )]
     WrongPassword,
     /// A lock held by another process prevents the operation.
     #[error("repository is locked: {0}")]

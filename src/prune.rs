@@ -201,6 +201,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     repo.set_index(crate::repo::index::Index::build(&files)?);
     let read_ids: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
     let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    // What the new index supersedes: the files read, and those they superseded
+    // (transitively), so that an old index file the storage brings back after
+    // it was deleted stays superseded instead of pointing at deleted packs.
+    let mut retired: Vec<Id> = read_ids.iter().chain(&superseded).copied().collect();
+    retired.sort();
+    retired.dedup();
     let mut live: Vec<IndexPack> = Vec::new();
     let mut live_ids: HashSet<Id> = HashSet::new();
     let mut pending: HashMap<Id, PendingPack> = HashMap::new();
@@ -345,7 +351,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     marked.sort_by_key(|p| p.pack.id);
     keep.extend(resurrected);
     keep.sort_by_key(|p| p.id);
-    let new_index = IndexFile { supersedes: read_ids.clone(), packs: keep, pending: marked };
+    let new_index = IndexFile { supersedes: retired.clone(), packs: keep, pending: marked };
     let n1 = repo.save_index(&new_index)?;
     crash_point("prune:after-index");
     for id in &read_ids {
@@ -395,7 +401,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneStats> {
     // The index files this prune leaves, and the packs they list.
     let (ours, our_packs): (Vec<Id>, Vec<Id>) = if !deleted.is_empty() || late > 0 {
         keep.sort_by_key(|p| p.id);
-        let last = IndexFile { supersedes: n1.clone(), packs: keep, pending: deferred };
+        let mut supersedes = retired;
+        supersedes.extend(&n1);
+        let last = IndexFile { supersedes, packs: keep, pending: deferred };
         let n2 = repo.save_index(&last)?;
         crash_point("prune:after-final-index");
         for id in &n1 {

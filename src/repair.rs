@@ -107,7 +107,17 @@ pub fn repair_index(repo: &Repository, dry_run: bool, report: &dyn crate::Report
     if dry_run {
         return Ok(stats);
     }
-    let file = IndexFile { supersedes: old.clone(), packs, pending: Vec::new() };
+    // Superseded too: what the old files superseded, where they can be read (so
+    // that files deleted long ago stay superseded if they come back).
+    let mut supersedes = old.clone();
+    for f in repo.load_files(FileKind::Index, &old).into_iter().flatten() {
+        if let Ok(f) = IndexFile::decode(&f) {
+            supersedes.extend(f.supersedes);
+        }
+    }
+    supersedes.sort();
+    supersedes.dedup();
+    let file = IndexFile { supersedes, packs, pending: Vec::new() };
     stats.index_files_written = repo.save_index(&file)?.len();
     for id in &old {
         repo.remove_file(&Handle::id(FileKind::Index, id))?;

@@ -222,14 +222,16 @@ fn backup_writes_index_checkpoints_as_it_goes() {
     let env = TestEnv::new();
     let src = env.path("src");
     let mut rng = Rng::new(11);
-    for i in 0..60 {
-        write(src.join(format!("f{i:02}.bin")), rng.bytes(150_000));
+    for i in 0..120 {
+        write(src.join(format!("f{i:03}.bin")), rng.bytes(150_000));
     }
     env.init(&["--pack-size", "1"]);
     let r = env.cmd(["backup", "--json", s(&src)]).env("CAIRN_TEST_CHECKPOINT_BLOBS", "8").run();
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // (A checkpoint writes an index file only if a pack was uploaded since the
+    // last one: about 17 packs here.)
     let index_files = env.repo_files("index").len();
-    assert!(index_files >= 5, "60 new blobs with a checkpoint every 8 wrote {index_files} index file(s)");
+    assert!(index_files >= 5, "120 new blobs with a checkpoint every 8 wrote {index_files} index file(s)");
     env.cairn(["check", "--read-data"]).ok();
     let target = env.path("restore");
     env.cairn(["restore", "latest", "--target", s(&target)]).ok();
@@ -389,6 +391,87 @@ fn restore_delete_removes_only_selected_names_the_snapshot_lacks() {
     // Without --delete nothing goes.
     env.cairn(["restore", "latest", "--target", s(&target)]).ok();
     assert!(back.join("d1/extra").exists());
+}
+
+/// Every blob in the index: ID -> (pack, stored length).
+fn all_blobs(env: &TestEnv) -> std::collections::HashMap<String, (String, u64)> {
+    let mut out = std::collections::HashMap::new();
+    for f in env.repo_files("index") {
+        let idx = env.cairn(["cat", "index", f.file_name().unwrap().to_str().unwrap()]).ok().json();
+        for p in idx["packs"].as_array().unwrap() {
+            for b in p["blobs"].as_array().unwrap() {
+                let pack = p["id"].as_str().unwrap().to_string();
+                out.insert(b["id"].as_str().unwrap().to_string(), (pack, b["length"].as_u64().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_files_chunks_are_spread_over_packs_at_random_and_small_backups_make_one_pack() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    write(src.join("big.bin"), Rng::new(3).bytes(6 << 20));
+    env.init(&["--chunk-size", "16K,64K,256K", "--pack-size", "1"]);
+    let id = snap_id(&env.backup_ok(&[s(&src)]));
+    let blobs = all_blobs(&env);
+    let packs: Vec<&String> = content_ids(&env.node(&id, &src.join("big.bin"))).iter().map(|b| &blobs[b].0).collect();
+    let distinct: std::collections::HashSet<_> = packs.iter().collect();
+    // In file order, chunks would fill one pack after the other: one switch
+    // per pack. Spread at random over two open packs, about every other chunk
+    // switches.
+    let switches = packs.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches > 3 * distinct.len(),
+        "{switches} switches over {} packs: chunks are packed in file order",
+        distinct.len()
+    );
+
+    // A small file whose chunks went to both open packs still makes one pack.
+    let small = TestEnv::new();
+    let src = small.path("src");
+    write(src.join("small.bin"), Rng::new(4).bytes(200 << 10));
+    small.init(&["--chunk-size", "16K,32K,64K", "--pack-size", "1"]);
+    let id = snap_id(&small.backup_ok(&[s(&src)]));
+    let ids = content_ids(&small.node(&id, &src.join("small.bin")));
+    assert!(ids.len() >= 3);
+    let blobs = all_blobs(&small);
+    let distinct: std::collections::HashSet<_> = ids.iter().map(|b| &blobs[b].0).collect();
+    assert_eq!(distinct.len(), 1, "a small backup's chunks were left in several packs");
+}
+
+#[test]
+fn a_padded_repository_stores_padded_chunk_sizes_and_restores_exactly() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    write(src.join("noise.bin"), Rng::new(5).bytes(3 << 20));
+    write(src.join("text.txt"), "some compressible text\n".repeat(40_000));
+    write(src.join("tiny"), "x");
+    env.init(&["--pad", "--chunk-size", "16K,64K,256K"]);
+    env.backup_ok(&[s(&src)]);
+    let blobs = all_blobs(&env);
+    assert!(blobs.len() > 20);
+    for (id, (_, len)) in &blobs {
+        assert_eq!(*len as usize, cairn::repo::pack::padded(*len as usize), "blob {id} of {len} bytes is not padded");
+    }
+    // Without --pad most sizes are not padded ones.
+    let plain = TestEnv::new();
+    plain.init(&["--chunk-size", "16K,64K,256K"]);
+    plain.backup_ok(&[s(&src)]);
+    let unpadded =
+        all_blobs(&plain).values().filter(|(_, l)| *l as usize != cairn::repo::pack::padded(*l as usize)).count();
+    assert!(unpadded > 10, "{unpadded}");
+    env.cairn(["check", "--read-data"]).ok();
+    let target = env.path("t");
+    env.cairn(["restore", "latest", "--target", s(&target), "--verify"]).ok();
+    assert_same_tree(&src, &restored_path(&target, &src));
+    // Prune repacks the stored (padded) blobs as they are.
+    write(src.join("noise.bin"), Rng::new(6).bytes(1 << 20));
+    env.backup_ok(&[s(&src)]);
+    env.cairn(["forget", "--keep-last", "1", "--prune", "--max-unused", "0"]).ok();
+    assert!(all_blobs(&env).values().all(|(_, l)| *l as usize == cairn::repo::pack::padded(*l as usize)));
+    env.cairn(["check", "--read-data"]).ok();
 }
 
 #[test]

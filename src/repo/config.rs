@@ -22,6 +22,10 @@ pub struct Config {
     pub compression: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Pad every new blob's stored size (Padmé), so that the storage cannot
+    /// learn exact chunk lengths from pack sizes. Off unless `init --pad`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pad: bool,
 }
 
 impl Config {
@@ -89,6 +93,7 @@ mod tests {
             chunker: ChunkSizes::default(),
             compression: 3,
             pack_size: 16 << 20,
+            pad: false,
         };
         assert!(c.validate().is_ok());
         c.version = 2;

@@ -41,6 +41,8 @@ pub struct InitOptions {
     pub compression: i32,
     /// Target pack size in bytes.
     pub pack_size: u32,
+    /// Pad new blobs' sizes (see [`config::Config::pad`]).
+    pub pad: bool,
     /// Argon2id cost for the first key.
     pub kdf: KdfParams,
     /// Take the ID key and chunker seed from this key set (`init
@@ -55,6 +57,7 @@ impl Default for InitOptions {
             chunker: ChunkSizes::default(),
             compression: 3,
             pack_size: 16 << 20,
+            pad: false,
             kdf: KdfParams::default(),
             content_keys_from: None,
         }
@@ -155,6 +158,7 @@ impl Repository {
             chunker: opts.chunker,
             compression: opts.compression,
             pack_size: opts.pack_size,
+            pad: opts.pad,
         };
         config.validate()?;
         match rt.block_on(backend.read(&Handle::config(), None)) {

@@ -83,7 +83,7 @@ impl BlobEntry {
         };
         if (e.length as usize) < OVERHEAD
             || e.raw_length > MAX_BLOB
-            || (!e.compressed && e.length as usize != e.raw_length as usize + OVERHEAD)
+            || (!e.compressed && (e.length as usize) < e.raw_length as usize + OVERHEAD)
         {
             return Err(Error::corrupt(format!("blob {} has inconsistent lengths", e.id)));
         }
@@ -94,33 +94,53 @@ impl BlobEntry {
 /// Compresses (when it helps) and seals a blob's plaintext. Returns (compressed, stored bytes).
 pub fn encode_blob(key: &MasterKey, plain: &[u8], zstd: Option<&mut Compressor>) -> (bool, Vec<u8>) {
     let mut out = Vec::new();
-    let (compressed, n) = encode_blob_into(key, plain, zstd, &mut out);
+    let (compressed, n) = encode_blob_into(key, plain, zstd, false, &mut out);
     out.truncate(n);
     (compressed, out)
 }
 
 /// [`encode_blob`] into `buf` (grown as needed, never shrunk, so that a reused
 /// buffer costs no allocation): compressed straight after the nonce and sealed
-/// in place. Returns whether it was compressed and the stored length, `buf[..n]`.
+/// in place; with `pad`, zeros follow the payload up to [`padded`] size.
+/// Returns whether it was compressed and the stored length, `buf[..n]`.
 pub fn encode_blob_into(
     key: &MasterKey,
     plain: &[u8],
     zstd: Option<&mut Compressor>,
+    pad: bool,
     buf: &mut Vec<u8>,
 ) -> (bool, usize) {
-    let room = 24 + plain.len() + 16;
+    let room = if pad { padded(plain.len() + OVERHEAD) } else { plain.len() + OVERHEAD };
     if buf.len() < room {
         buf.resize(room, 0);
     }
-    let (compressed, len) = match zstd.and_then(|z| z.compress_into(plain, &mut buf[24..24 + plain.len()])) {
+    let (compressed, mut len) = match zstd.and_then(|z| z.compress_into(plain, &mut buf[24..24 + plain.len()])) {
         Some(n) => (true, n),
         None => {
             buf[24..24 + plain.len()].copy_from_slice(plain);
             (false, plain.len())
         }
     };
+    if pad {
+        let to = padded(len + OVERHEAD) - OVERHEAD;
+        buf[24 + len..24 + to].fill(0);
+        len = to;
+    }
     key.seal_in_place(label::BLOB, &mut buf[..24 + len + 16]);
     (compressed, 24 + len + 16)
+}
+
+/// Padmé (Nikitin et al., 2019): `n` rounded up so that only its top
+/// ⌊log2 ⌊log2 n⌋⌋ + 1 bits may be set: at most 12% more, leaking O(log log n)
+/// bits of the size instead of all of them.
+pub fn padded(n: usize) -> usize {
+    if n < 2 {
+        return n;
+    }
+    let e = usize::BITS - 1 - n.leading_zeros(); // ⌊log2 n⌋
+    let s = u32::BITS - e.leading_zeros(); // ⌊log2 e⌋ + 1
+    let mask = (1usize << (e - s)) - 1;
+    (n + mask) & !mask
 }
 
 thread_local! {
@@ -144,10 +164,23 @@ fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
 pub fn decode_blob(key: &MasterKey, e: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>> {
     let payload =
         key.open(label::BLOB, stored).map_err(|_| Error::corrupt(format!("blob {}: authentication failed", e.id)))?;
+    // What follows the zstd frame, or the plaintext, is padding: zeros only.
+    let end = if e.compressed {
+        zstd::zstd_safe::find_frame_compressed_size(&payload).map_err(|c| {
+            Error::corrupt(format!("blob {}: bad zstd frame: {}", e.id, zstd::zstd_safe::get_error_name(c)))
+        })?
+    } else {
+        (e.raw_length as usize).min(payload.len())
+    };
+    if !payload[end..].iter().all(|&b| b == 0) {
+        return Err(Error::corrupt(format!("blob {}: padding is not zeros", e.id)));
+    }
     let plain = if e.compressed {
-        decompress(&payload, e.raw_length as usize)
+        decompress(&payload[..end], e.raw_length as usize)
             .map_err(|err| Error::corrupt(format!("blob {}: decompression failed: {err}", e.id)))?
     } else {
+        let mut payload = payload;
+        payload.truncate(end);
         payload
     };
     if plain.len() != e.raw_length as usize || key.blob_id(&plain) != e.id {
@@ -181,6 +214,13 @@ impl PackWriter {
             raw_length,
         });
         self.buf.extend_from_slice(stored);
+    }
+
+    /// Appends every blob of `other` (of the same type).
+    pub fn append(&mut self, other: PackWriter) {
+        for e in &other.entries {
+            self.add(e.id, e.compressed, e.raw_length, &other.buf[e.offset as usize..(e.offset + e.length) as usize]);
+        }
     }
 
     /// Bytes of blobs so far.
@@ -266,6 +306,63 @@ pub fn verify_pack(key: &MasterKey, name: &Id, data: &[u8]) -> Result<Vec<(BlobE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padme_rounds_up_by_at_most_12_percent_to_few_distinct_sizes() {
+        let mut last = 0;
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 1..300_000usize {
+            let p = padded(n);
+            assert!(p >= n && p <= n + n / 8, "padded({n}) = {p}");
+            assert!(p >= last, "not monotonic at {n}");
+            assert_eq!(padded(p), p, "padded is not idempotent at {n}");
+            last = p;
+            sizes.insert(p);
+        }
+        // Sizes 65,536..300,000 (the usual chunks) collapse to a few hundred.
+        assert!(sizes.range(65_536..).count() < 400, "{}", sizes.range(65_536..).count());
+        assert_eq!((padded(9), padded(1000), padded(65_537)), (10, 1024, 67_584));
+    }
+
+    #[test]
+    fn padded_blobs_decode_and_their_padding_is_authenticated_zeros() {
+        let key = MasterKey::random().unwrap();
+        let mut z = Compressor::new(3).unwrap();
+        let text: Vec<u8> = (0..70_000u32).map(|i| b"abcdefgh"[(i % 7) as usize]).collect();
+        let noise: Vec<u8> = (0..70_001u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for plain in [&text, &noise] {
+            let mut buf = Vec::new();
+            let (c, n) = encode_blob_into(&key, plain, Some(&mut z), true, &mut buf);
+            assert_eq!(n, padded(n), "the stored size is a padded size");
+            let e = BlobEntry {
+                blob_type: BlobType::Data,
+                compressed: c,
+                id: key.blob_id(plain),
+                offset: 0,
+                length: n as u32,
+                raw_length: plain.len() as u32,
+            };
+            let mut enc = Vec::new();
+            e.encode(&mut enc);
+            BlobEntry::decode(&enc).unwrap();
+            assert_eq!(&decode_blob(&key, &e, &buf[..n]).unwrap(), plain);
+        }
+        // Non-zero bytes after the plaintext are refused, even though sealed.
+        let mut payload = b"plain".to_vec();
+        payload.extend_from_slice(&[0, 0, 1]);
+        let stored = key.seal(label::BLOB, &payload);
+        let e = BlobEntry {
+            blob_type: BlobType::Data,
+            compressed: false,
+            id: key.blob_id(b"plain"),
+            offset: 0,
+            length: stored.len() as u32,
+            raw_length: 5,
+        };
+        assert!(decode_blob(&key, &e, &stored).unwrap_err().to_string().contains("padding"));
+        let stored = key.seal(label::BLOB, &payload[..7]);
+        assert_eq!(decode_blob(&key, &BlobEntry { length: stored.len() as u32, ..e }, &stored).unwrap(), b"plain");
+    }
 
     #[test]
     fn pack_round_trip_and_damage() {

@@ -1,6 +1,11 @@
-//! Saving new blobs: compress and seal on the caller's thread, append to the open
+//! Saving new blobs: compress and seal on the caller's thread, append to an open
 //! pack of the blob's type, and upload full packs concurrently in the background.
 //! Memory is bounded by the pack size times the uploads allowed in flight.
+//!
+//! Data blobs go to one of two open packs at random (as restic 0.18 does), so
+//! that which chunks of a file share a pack, and so the pack sizes the storage
+//! sees, do not follow the file's chunk sequence: an attacker who knows a file
+//! cannot line its chunk lengths up with a pack's size.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +38,10 @@ pub struct SaveStats {
 /// Collects blobs into packs and uploads them.
 pub struct Packer<'r> {
     repo: &'r Repository,
-    open: [Mutex<Option<PackWriter>>; 2],
+    /// Open packs: [`DATA_PACKS`] for data, then one for trees.
+    open: [Mutex<Option<PackWriter>>; DATA_PACKS + 1],
+    /// Picks the data pack of each blob (a SplitMix64 sequence from a random seed).
+    pick: AtomicU64,
     uploads: Arc<Semaphore>,
     in_flight: Mutex<Vec<tokio::task::JoinHandle<Result<IndexPack, BackendError>>>>,
     done: Mutex<Vec<IndexPack>>,
@@ -42,12 +50,21 @@ pub struct Packer<'r> {
     pub stats: SaveStats,
 }
 
+/// Open data packs that blobs are spread over.
+const DATA_PACKS: usize = 2;
+
 impl<'r> Packer<'r> {
     /// A packer writing to `repo` (or, with `dry_run`, only counting).
     pub fn new(repo: &'r Repository, dry_run: bool) -> Packer<'r> {
         Packer {
             repo,
-            open: [Mutex::new(None), Mutex::new(None)],
+            open: std::array::from_fn(|_| Mutex::new(None)),
+            pick: AtomicU64::new({
+                let mut b = [0u8; 8];
+                // (Without randomness the order is still scrambled per run.)
+                let _ = crate::crypto::random_bytes(&mut b);
+                u64::from_le_bytes(b) ^ std::process::id() as u64
+            }),
             uploads: Arc::new(Semaphore::new(repo.backend().concurrency().max(1))),
             in_flight: Mutex::new(Vec::new()),
             done: Mutex::new(Vec::new()),
@@ -70,7 +87,8 @@ impl<'r> Packer<'r> {
         }
         BUF.with(|b| {
             let mut buf = b.borrow_mut();
-            let (compressed, n) = pack::encode_blob_into(self.repo.key(), plain, zstd, &mut buf);
+            let pad = self.repo.config().pad;
+            let (compressed, n) = pack::encode_blob_into(self.repo.key(), plain, zstd, pad, &mut buf);
             let r = self.add_stored(blob_type, id, compressed, plain.len() as u32, &buf[..n]);
             if buf.len() > 16 << 20 {
                 // (A huge tree blob: do not keep its buffer.)
@@ -98,7 +116,7 @@ impl<'r> Packer<'r> {
             return Ok(());
         }
         let target = self.repo.config().pack_size as usize;
-        let mut slot = self.open[blob_type as usize].lock().expect("poisoned");
+        let mut slot = self.open[self.slot(blob_type)].lock().expect("poisoned");
         let w = slot.get_or_insert_with(|| PackWriter::new(blob_type, target + target / 8));
         w.add(id, compressed, raw_length, stored);
         if w.size() < target {
@@ -109,6 +127,17 @@ impl<'r> Packer<'r> {
         // here instead of filling more packs, which bounds memory to the uploads in
         // flight plus one pack per blob type.
         self.upload(full)
+    }
+
+    /// The open pack for a blob of `blob_type`: trees their own, data at random.
+    fn slot(&self, blob_type: BlobType) -> usize {
+        if blob_type == BlobType::Tree {
+            return DATA_PACKS;
+        }
+        let mut z = self.pick.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % DATA_PACKS as u64) as usize
     }
 
     fn upload(&self, w: PackWriter) -> Result<()> {
@@ -163,11 +192,27 @@ impl<'r> Packer<'r> {
     /// listing them (and any others not indexed by a checkpoint). Returns its ID
     /// (None if nothing new was written).
     pub fn finish(&self) -> Result<Option<Id>> {
-        for slot in &self.open {
-            let w = slot.lock().expect("poisoned").take();
-            if let Some(w) = w.filter(|w| !w.is_empty()) {
-                self.upload(w)?;
+        let target = self.repo.config().pack_size as usize;
+        let mut last: Option<PackWriter> = None;
+        for (i, slot) in self.open.iter().enumerate() {
+            let Some(w) = slot.lock().expect("poisoned").take().filter(|w| !w.is_empty()) else { continue };
+            match last.take() {
+                // Data packs that together fit in one go as one: a small backup
+                // whose chunks were spread over two packs would show each
+                // pack's size, close to single chunk lengths.
+                Some(mut l) if i < DATA_PACKS && l.size() + w.size() <= target => {
+                    l.append(w);
+                    last = Some(l);
+                }
+                Some(l) => {
+                    self.upload(l)?;
+                    last = Some(w);
+                }
+                None => last = Some(w),
             }
+        }
+        if let Some(l) = last {
+            self.upload(l)?;
         }
         self.wait_and_index()
     }
