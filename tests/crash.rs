@@ -72,22 +72,6 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     assert!(points >= 30, "only {points} crash points: the hook is not reached");
 }
 
-/// Kills `cairn ARGS` with SIGKILL after `ms` milliseconds (storage slowed by
-/// 20 ms per operation); whether it was still running.
-fn killed_after(env: &TestEnv, ms: u64, args: &[&str]) -> bool {
-    let mut child = env.cmd(args).env("CAIRN_TEST_FAULTS", "delay-ms=20").spawn();
-    std::thread::sleep(std::time::Duration::from_millis(ms));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
-    match out.status.code() {
-        Some(0) => false,
-        None => true,
-        Some(c) => panic!("cairn {args:?} failed with {c}:\n{stderr}"),
-    }
-}
-
 #[test]
 fn killed_at_random_moments_backup_and_prune_leave_a_sound_repository() {
     let env = TestEnv::new();

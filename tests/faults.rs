@@ -10,15 +10,22 @@ mod common;
 
 use common::*;
 
-/// Runs `cairn ARGS` with `faults`: whether it succeeded. A failure must be clean.
-fn run_faulty(env: &TestEnv, faults: &str, args: &[&str]) -> bool {
+/// Runs `cairn ARGS` with `faults`: whether it succeeded, and how many faults
+/// were injected. A failure must be clean.
+fn run_faulty(env: &TestEnv, faults: &str, args: &[&str]) -> (bool, u64) {
     let mut all = vec!["-o", "retry.attempts=4", "-o", "retry.max-delay=0.01"];
     all.extend(args);
     let r = env.cmd(&all).env("CAIRN_TEST_FAULTS", faults).run();
+    let injected = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("CAIRN_TEST_FAULTS: injected ")?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
     if r.code == 0 {
-        return true;
+        return (true, injected);
     }
-    let last = r.stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    // (The hook's own report may come last; it is not cairn's output.)
+    let last = r.stderr.lines().rfind(|l| !l.trim().is_empty() && !l.starts_with("CAIRN_TEST_FAULTS:")).unwrap_or("");
     assert!(
         last.starts_with("cairn: ") || r.code == 3,
         "{args:?} under {faults}: exit {} without a clear error:\n{}",
@@ -26,7 +33,7 @@ fn run_faulty(env: &TestEnv, faults: &str, args: &[&str]) -> bool {
         r.stderr
     );
     assert!(r.code == 1 || r.code == 3 || r.code == 11, "{args:?} under {faults}: exit {}:\n{}", r.code, r.stderr);
-    false
+    (false, injected)
 }
 
 #[test]
@@ -35,7 +42,7 @@ fn backup_restore_prune_check_under_faults_never_damage_the_repository() {
     let src = env.path("src");
     env.init(&["--pack-size", "1"]);
     let mut versions: Vec<(String, Files)> = Vec::new();
-    let (mut ok, mut failed) = (0, 0);
+    let (mut ok, mut failed, mut injected) = (0, 0, 0);
     for round in 0..8u64 {
         // A new version of the tree: some files changed, some added.
         let mut rng = Rng::new(round + 100);
@@ -59,7 +66,9 @@ fn backup_restore_prune_check_under_faults_never_damage_the_repository() {
             vec!["check", "--read-data"],
         ];
         for args in &steps {
-            if run_faulty(&env, &faults, args) {
+            let (success, n) = run_faulty(&env, &faults, args);
+            injected += n;
+            if success {
                 ok += 1;
             } else {
                 failed += 1;
@@ -80,6 +89,7 @@ fn backup_restore_prune_check_under_faults_never_damage_the_repository() {
             assert!(contents(&restored_path(&back, &src)) == *want, "round {round}: snapshot {tag} differs");
         }
     }
-    println!("under faults: {ok} commands succeeded, {failed} failed cleanly");
+    println!("under faults: {ok} commands succeeded, {failed} failed cleanly; {injected} faults injected");
+    assert!(injected >= 30, "only {injected} faults were injected: the hook is not reached");
     assert!(ok >= 8, "the faults are so dense that nothing succeeds ({ok} of {})", ok + failed);
 }

@@ -1,7 +1,8 @@
 //! The crash sweep of tests/crash.rs on a real OpenStack Swift (the tempauth
 //! server of `.ci/test`; ST_AUTH, ST_USER and ST_KEY must be set, the test never
 //! skips): a backup and a `forget --prune` are killed (abort, as `kill -9`
-//! would) before each of their writes and removes; after every crash
+//! would) before each of their writes and removes, and at random moments;
+//! after every crash
 //! `check --read-data` passes and every snapshot restores byte for byte. Before
 //! each crash the container is put back as it was through the backend API.
 
@@ -45,4 +46,22 @@ fn killed_at_any_write_over_swift_backup_and_prune_leave_a_sound_repository() {
     assert_eq!(env.snapshots(&[]).len(), 1);
     println!("crash points tried over Swift: {points}");
     assert!(points >= 15, "only {points} crash points: the hook is not reached");
+
+    // SIGKILL at random moments of backups and prunes over Swift.
+    let mut rng = Rng::new(505);
+    let mut kills = 0;
+    for round in 4..=9u64 {
+        let tag = format!("v{round}");
+        versions.push((tag.clone(), make_version(&src, round, 24)));
+        let ms = rng.next_u64() % 400;
+        kills += killed_after(&env, ms, &["backup", s(&src), "--tag", &tag]) as u32;
+        assert_sound(&env, &src, &versions, &format!("backup over Swift killed after {ms} ms"));
+        if round % 2 == 0 {
+            let ms = rng.next_u64() % 300;
+            kills += killed_after(&env, ms, &prune) as u32;
+            assert_sound(&env, &src, &versions, &format!("forget --prune over Swift killed after {ms} ms"));
+        }
+    }
+    println!("killed at random moments over Swift: {kills} of 9 runs");
+    assert!(kills >= 3, "only {kills} runs were killed: the moments are too late");
 }

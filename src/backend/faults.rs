@@ -79,6 +79,8 @@ pub struct FaultBackend {
     inner: DynBackend,
     faults: Faults,
     ops: AtomicU64,
+    /// Faults injected so far (reported when the backend is dropped).
+    injected: AtomicU64,
     rng: Mutex<u64>,
     /// Files this process wrote, and removed (with their sizes).
     written: Mutex<std::collections::HashSet<(FileKind, String)>>,
@@ -93,6 +95,7 @@ impl FaultBackend {
             inner,
             faults,
             ops: AtomicU64::new(0),
+            injected: AtomicU64::new(0),
             rng: Mutex::new(seed | 1),
             written: Mutex::default(),
             removed: Mutex::default(),
@@ -108,8 +111,13 @@ impl FaultBackend {
         (*x >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Whether to inject a fault of probability `p` (counted).
     fn chance(&self, p: f64) -> bool {
-        p > 0.0 && self.random() < p
+        let yes = p > 0.0 && self.random() < p;
+        if yes {
+            self.injected.fetch_add(1, Ordering::Relaxed);
+        }
+        yes
     }
 
     /// The delay, the abort point (for writes and removes) and injected failures.
@@ -139,6 +147,15 @@ impl FaultBackend {
         match r {
             Ok(_) if self.chance(self.faults.lost_reply) => Err(injected(op, name)),
             r => r,
+        }
+    }
+}
+
+impl Drop for FaultBackend {
+    fn drop(&mut self) {
+        let n = self.injected.load(Ordering::Relaxed);
+        if n > 0 {
+            eprintln!("{ENV}: injected {n} fault(s)");
         }
     }
 }

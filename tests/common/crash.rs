@@ -147,3 +147,19 @@ pub fn copy_tree(from: &Path, to: &Path) {
     let st = std::process::Command::new("cp").arg("-a").arg(from).arg(to).stdout(Stdio::null()).status().unwrap();
     assert!(st.success());
 }
+
+/// Kills `cairn ARGS` with SIGKILL after `ms` milliseconds (storage slowed by
+/// 20 ms per operation); whether it was still running.
+pub fn killed_after(env: &TestEnv, ms: u64, args: &[&str]) -> bool {
+    let mut child = env.cmd(args).env("CAIRN_TEST_FAULTS", "delay-ms=20").spawn();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
+    match out.status.code() {
+        Some(0) => false,
+        None => true,
+        Some(c) => panic!("cairn {args:?} failed with {c}:\n{stderr}"),
+    }
+}
