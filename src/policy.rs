@@ -16,6 +16,8 @@
 //!   (ISO year and week number), month, year.
 //! - `within D`: every snapshot no older than the group's newest snapshot minus D,
 //!   in calendar terms (see [`Within::earliest`]).
+//! - `hourly`/`daily`/`weekly`/`monthly`/`yearly within D`: the newest snapshot of
+//!   each hour (day, …) among the snapshots `within D`, without a count.
 //! - tags: every snapshot carrying all tags of at least one entry.
 //!
 //! An empty policy (see [`Policy::is_empty`]) removes nothing: [`apply`] keeps every
@@ -57,6 +59,17 @@ pub struct Policy {
     /// Keep every snapshot taken within this period before the group's newest one
     /// (a zero period is not a rule).
     pub within: Option<Within>,
+    /// Keep the newest snapshot of each hour within this period before the
+    /// group's newest snapshot.
+    pub within_hourly: Option<Within>,
+    /// … of each day.
+    pub within_daily: Option<Within>,
+    /// … of each ISO 8601 week.
+    pub within_weekly: Option<Within>,
+    /// … of each month.
+    pub within_monthly: Option<Within>,
+    /// … of each year.
+    pub within_yearly: Option<Within>,
     /// Keep every snapshot that has all tags of at least one entry: `[["a", "b"],
     /// ["c"]]` keeps snapshots tagged both `a` and `b`, and those tagged `c`. An
     /// empty entry matches every snapshot (callers should refuse one).
@@ -67,7 +80,7 @@ impl Policy {
     /// Whether no rule can keep anything: all counts unset or 0, no (or a zero)
     /// `within`, no tags. [`apply`] then keeps every snapshot.
     pub fn is_empty(&self) -> bool {
-        Rule::ALL.iter().all(|r| r.count(self).unwrap_or(0) == 0)
+        Rule::ALL.iter().all(|r| r.count(self).unwrap_or(0) == 0 && r.within(self).is_none_or(|w| w.is_zero()))
             && self.within.is_none_or(|w| w.is_zero())
             && self.tags.is_empty()
     }
@@ -351,6 +364,18 @@ impl Rule {
         }
     }
 
+    /// The period of the `within` form of the rule (`last` has none).
+    fn within(self, p: &Policy) -> Option<Within> {
+        match self {
+            Rule::Last => None,
+            Rule::Hourly => p.within_hourly,
+            Rule::Daily => p.within_daily,
+            Rule::Weekly => p.within_weekly,
+            Rule::Monthly => p.within_monthly,
+            Rule::Yearly => p.within_yearly,
+        }
+    }
+
     fn reason(self) -> &'static str {
         match self {
             Rule::Last => "last snapshot",
@@ -390,10 +415,21 @@ fn decide(list: &[(Id, &Snapshot)], policy: &Policy) -> (Vec<Kept>, Vec<Removed>
         rule: Rule,
         left: u32,
         last: Option<Bucket>,
+        /// For the `within` form: the period and the earliest time it keeps
+        /// (None: the period reaches past any time).
+        within: Option<(Within, Option<DateTime<FixedOffset>>)>,
     }
+    let newest = list.first().map(|(_, s)| s.time);
     let mut counters: Vec<Counter> = Rule::ALL
         .iter()
-        .filter_map(|&rule| rule.count(policy).filter(|&n| n > 0).map(|left| Counter { rule, left, last: None }))
+        .filter_map(|&rule| {
+            rule.count(policy).filter(|&n| n > 0).map(|left| Counter { rule, left, last: None, within: None })
+        })
+        .chain(Rule::ALL.iter().filter_map(|&rule| {
+            let w = rule.within(policy).filter(|w| !w.is_zero())?;
+            let earliest = w.earliest(newest?);
+            Some(Counter { rule, left: UNLIMITED, last: None, within: Some((w, earliest)) })
+        }))
         .collect();
     // (period, earliest time kept); earliest None: the period reaches past any time.
     let within = match (policy.within.filter(|w| !w.is_zero()), list.first()) {
@@ -403,13 +439,19 @@ fn decide(list: &[(Id, &Snapshot)], policy: &Policy) -> (Vec<Kept>, Vec<Removed>
     for (nr, (id, s)) in list.iter().enumerate() {
         let mut reasons = Vec::new();
         for c in counters.iter_mut().filter(|c| c.left > 0) {
+            if c.within.is_some_and(|(_, earliest)| earliest.is_some_and(|e| s.time < e)) {
+                continue;
+            }
             let bucket = c.rule.bucket(&s.time, nr);
             if c.last != Some(bucket) {
                 c.last = Some(bucket);
                 if c.left != UNLIMITED {
                     c.left -= 1;
                 }
-                reasons.push(c.rule.reason().to_string());
+                reasons.push(match c.within {
+                    Some((w, _)) => format!("{} within {w}", c.rule.reason().trim_end_matches(" snapshot")),
+                    None => c.rule.reason().to_string(),
+                });
             }
         }
         if let Some((w, earliest)) = &within {
@@ -492,6 +534,11 @@ mod tests {
                 "monthly" => p.monthly = n(),
                 "yearly" => p.yearly = n(),
                 "within" => p.within = Some(Within::parse(v).unwrap()),
+                "within-hourly" => p.within_hourly = Some(Within::parse(v).unwrap()),
+                "within-daily" => p.within_daily = Some(Within::parse(v).unwrap()),
+                "within-weekly" => p.within_weekly = Some(Within::parse(v).unwrap()),
+                "within-monthly" => p.within_monthly = Some(Within::parse(v).unwrap()),
+                "within-yearly" => p.within_yearly = Some(Within::parse(v).unwrap()),
                 "tag" => p.tags.push(v.split(',').map(String::from).collect()),
                 _ => panic!("bad policy field {k}"),
             }
@@ -794,6 +841,48 @@ mod tests {
             by: "host",
             groups: 2,
             keep: &[(0, &["within 10d"]), (1, &["within 10d"]), (3, &["within 10d"]), (4, &["within 10d"])],
+        },
+        Case {
+            name: "daily within 3d: the newest of each day no older than 3 days before the newest",
+            snaps: &[
+                "2021-01-10T12:00:00+00:00",
+                "2021-01-10T08:00:00+00:00",
+                "2021-01-09T20:00:00+00:00",
+                "2021-01-08T09:00:00+00:00",
+                "2021-01-07T13:00:00+00:00",
+                "2021-01-07T11:00:00+00:00",
+                "2021-01-01T10:00:00+00:00",
+            ],
+            policy: "within-daily=3d",
+            by: "",
+            groups: 1,
+            keep: &[
+                (0, &["daily within 3d"]),
+                (2, &["daily within 3d"]),
+                (3, &["daily within 3d"]),
+                (4, &["daily within 3d"]),
+            ],
+        },
+        Case {
+            name: "weekly within 21d and monthly within 1y together, each with its own buckets",
+            snaps: &[
+                "2021-03-31T10:00:00+00:00",
+                "2021-03-29T10:00:00+00:00",
+                "2021-03-24T10:00:00+00:00",
+                "2021-03-10T10:00:00+00:00",
+                "2021-02-15T10:00:00+00:00",
+                "2021-02-01T10:00:00+00:00",
+                "2020-03-01T10:00:00+00:00",
+            ],
+            policy: "within-weekly=21d within-monthly=1y",
+            by: "",
+            groups: 1,
+            keep: &[
+                (0, &["weekly within 21d", "monthly within 1y"]),
+                (2, &["weekly within 21d"]),
+                (3, &["weekly within 21d"]),
+                (4, &["monthly within 1y"]),
+            ],
         },
         Case {
             name: "tags: all tags of one entry; the newest snapshot may go",

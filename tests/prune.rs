@@ -372,3 +372,24 @@ fn prune_removes_stale_temporary_files_and_keeps_fresh_ones() {
     assert!(fresh.exists(), "a fresh temporary file (a write in progress) was removed");
     env.cairn(["check"]).ok();
 }
+
+#[test]
+fn forget_keep_within_daily_keeps_one_per_day_of_the_period() {
+    let env = TestEnv::new();
+    env.init(&[]);
+    let src = env.path("src");
+    write(src.join("f"), "x");
+    let times = ["2024-01-10T20:00:00Z", "2024-01-10T08:00:00Z", "2024-01-09T12:00:00Z", "2024-01-05T12:00:00Z"];
+    let ids: Vec<String> = times
+        .iter()
+        .map(|t| env.backup_ok(&[s(&src), "--time", t])["snapshot_id"].as_str().unwrap().to_string())
+        .collect();
+    let r = env.cairn(["forget", "--keep-within-daily", "3d", "--json"]);
+    r.ok();
+    let v = r.json();
+    let removed: BTreeSet<&str> = v["removed"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(removed, BTreeSet::from([ids[1].as_str(), ids[3].as_str()]), "{v}");
+    assert!(v.to_string().contains("daily within 3d"), "{v}");
+    let left: BTreeSet<String> = env.snapshots(&[]).iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, BTreeSet::from([ids[0].clone(), ids[2].clone()]));
+}

@@ -42,6 +42,21 @@ pub struct ForgetArgs {
     /// Keep every snapshot within this period of the newest, e.g. 1y2m3d4h.
     #[arg(long, value_name = "DURATION")]
     keep_within: Option<Within>,
+    /// Keep the newest snapshot of each hour within this period of the newest.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_hourly: Option<Within>,
+    /// … of each day.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_daily: Option<Within>,
+    /// … of each ISO week.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_weekly: Option<Within>,
+    /// … of each month.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_monthly: Option<Within>,
+    /// … of each year.
+    #[arg(long, value_name = "DURATION")]
+    keep_within_yearly: Option<Within>,
     /// Keep snapshots with these tags (a,b = both; repeat for either).
     #[arg(long, value_name = "TAGS")]
     keep_tag: Vec<String>,
@@ -74,6 +89,11 @@ pub fn run(g: &Global, out: &Output, a: ForgetArgs) -> Result<i32> {
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
         within: a.keep_within,
+        within_hourly: a.keep_within_hourly,
+        within_daily: a.keep_within_daily,
+        within_weekly: a.keep_within_weekly,
+        within_monthly: a.keep_within_monthly,
+        within_yearly: a.keep_within_yearly,
         tags: a
             .keep_tag
             .iter()
@@ -87,7 +107,8 @@ pub fn run(g: &Global, out: &Output, a: ForgetArgs) -> Result<i32> {
     if a.snapshots.is_empty() && policy.is_empty() {
         return Err(anyhow!(
             "no policy given: use --keep-last, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, \
-             --keep-within or --keep-tag, or name the snapshots to forget"
+             --keep-within, --keep-within-daily (-hourly, -weekly, -monthly, -yearly) or --keep-tag, or name \
+             the snapshots to forget"
         ));
     }
     let prune_opts = if a.prune {
