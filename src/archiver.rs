@@ -173,10 +173,15 @@ struct Walker<'a> {
     groups: HashMap<u32, Option<String>>,
     hardlinks: HashMap<(u64, u64), (u64, Vec<Id>)>,
     worker_error: &'a Mutex<Option<Error>>,
-    /// While an interruption unwinds the walk: the tree of what the directory
-    /// just left had done (saved), and its node for the directory above.
-    partial: Option<Id>,
-    partial_node: Option<Node>,
+    /// The directories being walked, outermost first. An error leaves them as
+    /// they are, so that what was done can still be saved ([`Walker::save_partial`]).
+    stack: Vec<Frame>,
+}
+
+/// A directory being walked: its node (None for the root) and its entries so far.
+struct Frame {
+    node: Option<Node>,
+    tree: Tree,
 }
 
 fn ts(sec: i64, nsec: i64) -> Timestamp {
@@ -286,10 +291,9 @@ impl Walker<'_> {
         match node.node_type {
             NodeType::Dir => {
                 let old_trees = self.old_subtrees(olds);
-                match self.dir(path, &old_trees, olds, root_dev) {
-                    Ok(id) => node.subtree = Some(id),
-                    Err(e) => return Err(self.keep_partial(node, e)),
-                }
+                self.stack.push(Frame { node: Some(node), tree: Tree::default() });
+                let id = self.dir(path, &old_trees, olds, root_dev)?;
+                node = self.pop_node(id);
             }
             NodeType::Symlink => match fs::read_link(path) {
                 Ok(t) => node.target = Some(ByteStr(t.into_os_string().into_vec())),
@@ -329,28 +333,34 @@ impl Walker<'_> {
         })
     }
 
-    /// An interruption is unwinding the walk out of directory `node`: it goes
-    /// into the partial tree of the directory above with what was done in it.
-    fn keep_partial(&mut self, mut node: Node, e: Error) -> Error {
-        if let Some(id) = self.partial.take() {
-            node.subtree = Some(id);
-            self.partial_node = Some(node);
-        }
-        e
+    /// Ends the walk of the directory on top of the stack, whose tree is `id`:
+    /// returns its node with the tree.
+    fn pop_node(&mut self, id: Id) -> Node {
+        let mut node = self.stack.pop().and_then(|f| f.node).expect("a directory frame with its node");
+        node.subtree = Some(id);
+        node
     }
 
-    /// An interruption is unwinding the walk out of a directory whose entries
-    /// so far are `tree`: saves it (with the entry being walked, if it was a
-    /// directory) as the directory's partial tree. Only for an interruption
-    /// (the backup then saves a partial snapshot), not for a failure.
-    fn unwind(&mut self, mut tree: Tree, e: Error) -> Error {
-        let node = self.partial_node.take();
-        self.partial = None;
-        if matches!(e, Error::Cancelled) && !self.opts.dry_run {
-            tree.entries.extend(node);
-            self.partial = self.sink.save(BlobType::Tree, &tree.to_bytes()).ok();
+    /// Adds a finished entry to the directory being walked.
+    fn push_entry(&mut self, node: Option<Node>) {
+        self.stack.last_mut().expect("a directory frame").tree.entries.extend(node);
+    }
+
+    /// Saves the trees of what the walk has finished so far: each directory on
+    /// the stack with its finished entries and, last, the directory walked
+    /// inside it. Returns the root tree's ID (None if nothing is being walked).
+    fn save_partial(&mut self) -> Result<Option<Id>> {
+        let mut inner: Option<Node> = None;
+        for i in (0..self.stack.len()).rev() {
+            let mut tree = Tree { entries: self.stack[i].tree.entries.clone() };
+            tree.entries.extend(inner.take());
+            let id = self.sink.save(BlobType::Tree, &tree.to_bytes())?;
+            match &self.stack[i].node {
+                Some(n) => inner = Some(Node { subtree: Some(id), ..n.clone() }),
+                None => return Ok(Some(id)),
+            }
         }
-        e
+        Ok(None)
     }
 
     fn file_content(&mut self, path: &Path, node: &Node, olds: Olds) -> Result<Option<(Vec<Id>, u64)>> {
@@ -437,11 +447,8 @@ impl Walker<'_> {
             }
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut tree = Tree::default();
         for name in names {
-            if let Err(e) = crate::check_interrupted() {
-                return Err(self.unwind(tree, e));
-            }
+            crate::check_interrupted()?;
             let child = path.join(&name);
             let m = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
@@ -458,11 +465,10 @@ impl Walker<'_> {
             if self.opts.one_file_system && m.is_dir() && m.dev() != root_dev {
                 continue;
             }
-            match self.entry(name.as_bytes(), &child, &m, find_old(old, name.as_bytes()), root_dev) {
-                Ok(n) => tree.entries.extend(n),
-                Err(e) => return Err(self.unwind(tree, e)),
-            }
+            let n = self.entry(name.as_bytes(), &child, &m, find_old(old, name.as_bytes()), root_dev)?;
+            self.push_entry(n);
         }
+        let tree = std::mem::take(&mut self.stack.last_mut().expect("a directory frame").tree);
         self.finish_tree(tree, old_node)
     }
 
@@ -483,7 +489,6 @@ impl Walker<'_> {
     /// Walks a virtual directory (the path components above the sources); the
     /// root is not counted as a directory.
     fn vdir(&mut self, dir: &VDir, old: &OldTrees, old_node: Olds, root: bool) -> Result<Id> {
-        let mut tree = Tree::default();
         for (name, child) in &dir.children {
             let old_child = find_old(old, name);
             let path = match child {
@@ -497,25 +502,19 @@ impl Walker<'_> {
                 }
             };
             let node = match child {
-                VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev()),
+                VEntry::Leaf(p) => self.entry(name, p, &m, old_child, m.dev())?,
                 VEntry::Dir(p, sub) => {
                     let mut node = self.base_node(name, p, &m, old_child);
                     node.node_type = NodeType::Dir;
                     let old_trees = self.old_subtrees(old_child);
-                    match self.vdir(sub, &old_trees, old_child, false) {
-                        Ok(id) => {
-                            node.subtree = Some(id);
-                            Ok(Some(node))
-                        }
-                        Err(e) => Err(self.keep_partial(node, e)),
-                    }
+                    self.stack.push(Frame { node: Some(node), tree: Tree::default() });
+                    let id = self.vdir(sub, &old_trees, old_child, false)?;
+                    Some(self.pop_node(id))
                 }
             };
-            match node {
-                Ok(n) => tree.entries.extend(n),
-                Err(e) => return Err(self.unwind(tree, e)),
-            }
+            self.push_entry(node);
         }
+        let tree = std::mem::take(&mut self.stack.last_mut().expect("a directory frame").tree);
         if root { self.sink.save(BlobType::Tree, &tree.to_bytes()) } else { self.finish_tree(tree, old_node) }
     }
 
@@ -746,22 +745,31 @@ pub fn backup(
             groups: HashMap::new(),
             hardlinks: HashMap::new(),
             worker_error: &worker_error,
-            partial: None,
-            partial_node: None,
+            stack: Vec::new(),
         };
         let tree = match &opts.stdin_filename {
             Some(name) => w.stdin(name, parent_trees[0].as_ref()),
             // Backing up `/` itself: the root directory is the snapshot's root tree.
             None if paths.iter().any(|p| p == "/") => match fs::symlink_metadata("/") {
-                Ok(m) => w.dir(Path::new("/"), &parent_trees, [None, None], m.dev()),
+                Ok(m) => {
+                    w.stack.push(Frame { node: None, tree: Tree::default() });
+                    w.dir(Path::new("/"), &parent_trees, [None, None], m.dev())
+                }
                 Err(e) => Err(Error::io("/", e)),
             },
             None => {
                 let root = build_vroot(&paths.iter().map(PathBuf::from).collect::<Vec<_>>());
+                w.stack.push(Frame { node: None, tree: Tree::default() });
                 w.vdir(&root, &parent_trees, [None, None], true)
             }
         };
-        let Walker { sink, summary, partial, .. } = w;
+        // Interrupted: what the walk finished is saved as partial trees (the
+        // backup then saves a partial snapshot); not after a failure.
+        let partial = match &tree {
+            Err(Error::Cancelled) if !opts.dry_run => w.save_partial().ok().flatten(),
+            _ => None,
+        };
+        let Walker { sink, summary, .. } = w;
         drop(sink); // closes the channel: workers drain and stop
         Ok((tree, summary, partial))
     })?;
