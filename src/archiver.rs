@@ -13,7 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
@@ -92,6 +92,9 @@ struct Sink<'a> {
     zero_id: Id,
     packer: &'a Packer<'a>,
     checkpoint: Checkpoint,
+    /// Blobs queued, and (counted by the workers) packed.
+    sent: u64,
+    done: &'a AtomicU64,
 }
 
 /// When the next index checkpoint is due.
@@ -102,6 +105,9 @@ struct Checkpoint {
     at: std::time::Instant,
     /// New blobs that make the next one due.
     every: u64,
+    /// Set with each index checkpoint: the walker is to save a partial
+    /// snapshot when it next moves to another entry ([`Walker::checkpoint`]).
+    partial_due: bool,
 }
 
 impl Sink<'_> {
@@ -125,14 +131,26 @@ impl Sink<'_> {
             self.tx
                 .send(Job { blob_type, id, data: buf })
                 .map_err(|_| Error::Incomplete("the blob workers stopped".into()))?;
+            self.sent += 1;
             let c = &mut self.checkpoint;
             c.blobs += 1;
             if c.blobs >= c.every || (c.blobs % 1024 == 0 && c.at.elapsed() >= CHECKPOINT_EVERY) {
                 self.packer.checkpoint()?;
-                (c.blobs, c.at) = (0, std::time::Instant::now());
+                (c.blobs, c.at, c.partial_due) = (0, std::time::Instant::now(), true);
             }
         }
         Ok(id)
+    }
+
+    /// Waits until the workers have packed every blob queued so far.
+    fn drain(&self, worker_error: &Mutex<Option<Error>>) -> Result<()> {
+        while self.done.load(Ordering::Acquire) < self.sent {
+            if let Some(e) = worker_error.lock().expect("poisoned").take() {
+                return Err(e);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 
@@ -176,6 +194,10 @@ struct Walker<'a> {
     /// The directories being walked, outermost first. An error leaves them as
     /// they are, so that what was done can still be saved ([`Walker::save_partial`]).
     stack: Vec<Frame>,
+    /// Saves a partial snapshot of a root tree and the summary so far.
+    save_checkpoint: &'a dyn Fn(Id, Summary) -> Result<Id>,
+    /// The partial snapshot this backup saved last, replaced by the next.
+    last_partial: Option<Id>,
 }
 
 /// A directory being walked: its node (None for the root) and its entries so far.
@@ -346,6 +368,24 @@ impl Walker<'_> {
         self.stack.last_mut().expect("a directory frame").tree.entries.extend(node);
     }
 
+    /// A checkpoint of the walk: every blob queued so far is packed, uploaded
+    /// and indexed, then a partial snapshot records the files finished so far
+    /// (replacing this backup's previous one), so that a backup killed after it
+    /// resumes from there.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.sink.checkpoint.partial_due = false;
+        let Some(root) = self.save_partial()? else { return Ok(()) };
+        self.sink.drain(self.worker_error)?;
+        self.sink.packer.finish()?;
+        let id = (self.save_checkpoint)(root, self.summary.clone())?;
+        if let Some(old) = self.last_partial.replace(id)
+            && let Err(e) = self.sink.repo.remove_file(&Handle::id(FileKind::Snapshot, &old))
+        {
+            self.report.warn(&format!("could not remove partial snapshot {}: {e}", old.short()));
+        }
+        Ok(())
+    }
+
     /// Saves the trees of what the walk has finished so far: each directory on
     /// the stack with its finished entries and, last, the directory walked
     /// inside it. Returns the root tree's ID (None if nothing is being walked).
@@ -449,6 +489,9 @@ impl Walker<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             crate::check_interrupted()?;
+            if self.sink.checkpoint.partial_due && !self.opts.dry_run {
+                self.checkpoint()?;
+            }
             let child = path.join(&name);
             let m = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
@@ -490,6 +533,9 @@ impl Walker<'_> {
     /// root is not counted as a directory.
     fn vdir(&mut self, dir: &VDir, old: &OldTrees, old_node: Olds, root: bool) -> Result<Id> {
         for (name, child) in &dir.children {
+            if self.sink.checkpoint.partial_due && !self.opts.dry_run {
+                self.checkpoint()?;
+            }
             let old_child = find_old(old, name);
             let path = match child {
                 VEntry::Leaf(p) | VEntry::Dir(p, _) => p,
@@ -695,14 +741,47 @@ pub fn backup(
     let (tx, rx) = crossbeam_channel::bounded::<Job>(workers * 2);
     let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(workers * 3);
     let worker_error = Mutex::new(None);
+    let done = AtomicU64::new(0);
 
-    let (tree, mut summary, partial) = std::thread::scope(|s| -> Result<_> {
+    // The snapshot of a root tree, with the summary completed from the packer.
+    let snapshot = |tree: Id, mut summary: Summary, partial: bool| {
+        let st = &packer.stats;
+        summary.data_blobs = st.data_blobs.load(Ordering::Relaxed);
+        summary.tree_blobs = st.tree_blobs.load(Ordering::Relaxed);
+        summary.data_added = st.raw_bytes.load(Ordering::Relaxed);
+        summary.data_added_packed = st.stored_bytes.load(Ordering::Relaxed);
+        summary.backup_start = Some(backup_start);
+        summary.backup_end = Some(chrono::Local::now().fixed_offset());
+        summary.duration_seconds = start.elapsed().as_secs_f64();
+        Snapshot {
+            time: opts.time.unwrap_or(backup_start),
+            tree,
+            paths: paths.clone(),
+            hostname: hostname.clone(),
+            username: crate::util::username(),
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            tags: opts.tags.clone(),
+            parent: parent.as_ref().map(|(id, _)| *id),
+            excludes: opts.excludes.clone(),
+            program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            summary,
+            original: None,
+            partial,
+        }
+    };
+    let save_checkpoint =
+        |root: Id, summary: Summary| save_snapshot(repo, lease.as_ref(), &snapshot(root, summary, true));
+
+    let (tree, summary, partial, last_partial) = std::thread::scope(|s| -> Result<_> {
         for _ in 0..workers {
-            let (rx, spare, packer, worker_error) = (rx.clone(), spare_tx.clone(), &packer, &worker_error);
+            let (rx, spare, packer, worker_error, done) = (rx.clone(), spare_tx.clone(), &packer, &worker_error, &done);
             s.spawn(move || {
                 let mut z = crate::compress::Compressor::new(level);
                 for job in rx {
-                    if let Err(e) = packer.add(job.blob_type, job.id, &job.data, z.as_mut()) {
+                    let r = packer.add(job.blob_type, job.id, &job.data, z.as_mut());
+                    done.fetch_add(1, Ordering::Release);
+                    if let Err(e) = r {
                         worker_error.lock().expect("poisoned").get_or_insert(e);
                         break;
                     }
@@ -732,7 +811,10 @@ pub fn backup(
                         .ok()
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(CHECKPOINT_BLOBS),
+                    partial_due: false,
                 },
+                sent: 0,
+                done: &done,
             },
             chunker,
             buf: Vec::new(),
@@ -746,6 +828,8 @@ pub fn backup(
             hardlinks: HashMap::new(),
             worker_error: &worker_error,
             stack: Vec::new(),
+            save_checkpoint: &save_checkpoint,
+            last_partial: None,
         };
         let tree = match &opts.stdin_filename {
             Some(name) => w.stdin(name, parent_trees[0].as_ref()),
@@ -769,9 +853,9 @@ pub fn backup(
             Err(Error::Cancelled) if !opts.dry_run => w.save_partial().ok().flatten(),
             _ => None,
         };
-        let Walker { sink, summary, .. } = w;
+        let Walker { sink, summary, last_partial, .. } = w;
         drop(sink); // closes the channel: workers drain and stop
-        Ok((tree, summary, partial))
+        Ok((tree, summary, partial, last_partial))
     })?;
     let worker_failed = worker_error.lock().expect("poisoned").take();
     // (An interruption after the walk still stops the backup before its snapshot.)
@@ -780,21 +864,11 @@ pub fn backup(
         (Err(Error::Cancelled), _) => (Err(Error::Cancelled), partial),
         (t, _) => (t, None),
     };
-    let snapshot = |tree: Id, summary: Summary, partial: bool| Snapshot {
-        time: opts.time.unwrap_or(backup_start),
-        tree,
-        paths: paths.clone(),
-        hostname: hostname.clone(),
-        username: crate::util::username(),
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        tags: opts.tags.clone(),
-        parent: parent.as_ref().map(|(id, _)| *id),
-        excludes: opts.excludes.clone(),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        summary,
-        original: None,
-        partial,
+    // This backup's last checkpoint is replaced by what comes now.
+    let remove_partial = |p: Id| {
+        if let Err(e) = repo.remove_file(&Handle::id(FileKind::Snapshot, &p)) {
+            report.warn(&format!("could not remove partial snapshot {}: {e}", p.short()));
+        }
     };
     if worker_failed.is_some() || tree.is_err() {
         if opts.dry_run {
@@ -802,43 +876,35 @@ pub fn backup(
             // Interrupted: the open packs are uploaded and indexed, and a partial
             // snapshot records the files stored so far, so that the next backup
             // neither stores nor reads them again.
-            match packer.finish().and_then(|_| save_snapshot(repo, lease.as_ref(), &snapshot(root, summary, true))) {
-                Ok(id) => report.warn(&format!(
-                    "saved partial snapshot {} of what was stored before the interruption; the next backup of \
-                     these paths continues from it",
-                    id.short()
-                )),
+            match packer.finish().and_then(|_| save_checkpoint(root, summary)) {
+                Ok(id) => {
+                    report.warn(&format!(
+                        "saved partial snapshot {} of what was stored before the interruption; the next backup of \
+                         these paths continues from it",
+                        id.short()
+                    ));
+                    if let Some(p) = last_partial {
+                        remove_partial(p);
+                    }
+                }
                 Err(e) => report.warn(&format!("could not save a partial snapshot: {e}")),
             }
         } else {
             // Failed: what was uploaded is indexed (best effort), so that the next
-            // backup does not store it again.
+            // backup does not store it again; its last checkpoint, if any, stays.
             let _ = packer.salvage();
         }
         return Err(worker_failed.or(tree.err()).expect("failed"));
     }
     let tree = tree?;
     packer.finish()?;
-
-    let st = &packer.stats;
-    summary.data_blobs = st.data_blobs.load(Ordering::Relaxed);
-    summary.tree_blobs = st.tree_blobs.load(Ordering::Relaxed);
-    summary.data_added = st.raw_bytes.load(Ordering::Relaxed);
-    summary.data_added_packed = st.stored_bytes.load(Ordering::Relaxed);
-    summary.backup_start = Some(backup_start);
-    summary.backup_end = Some(chrono::Local::now().fixed_offset());
-    summary.duration_seconds = start.elapsed().as_secs_f64();
     let snapshot = snapshot(tree, summary, false);
     if opts.dry_run {
         return Ok(BackupResult { id: None, snapshot });
     }
     let id = save_snapshot(repo, lease.as_ref(), &snapshot)?;
     // The partial snapshots this one completes are of no more use.
-    for p in partials {
-        if let Err(e) = repo.remove_file(&Handle::id(FileKind::Snapshot, &p)) {
-            report.warn(&format!("could not remove partial snapshot {}: {e}", p.short()));
-        }
-    }
+    partials.into_iter().chain(last_partial).for_each(remove_partial);
     Ok(BackupResult { id: Some(id), snapshot })
 }
 

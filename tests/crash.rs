@@ -24,10 +24,10 @@ fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     let mut points = 0;
     let pristine = Pristine::Local(env.path("pristine"));
 
-    // A backup of a changed tree (small packs, an index checkpoint every 4 blobs).
+    // A backup of a changed tree (small packs, a checkpoint every 16 blobs).
     versions.push(("v3".to_string(), make_version(&src, 3, 24)));
     let backup = ["backup", s(&src), "--tag", "v3"];
-    points += sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
+    points += sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "16")]);
     assert_eq!(env.snapshots(&[]).len(), 3, "the sweep ends with the backup run to the end");
 
     // forget, prune, forget --prune.
@@ -103,16 +103,49 @@ fn killed_at_random_moments_backup_and_prune_leave_a_sound_repository() {
     assert!(kills >= 6, "only {kills} of the runs were killed: the moments are too late");
 }
 
-#[test]
-fn an_interrupted_backup_saves_a_partial_snapshot_and_the_rerun_reads_only_the_rest() {
-    let env = TestEnv::new();
-    let src = env.path("src");
-    // 96 files of 400 KiB over nested directories, about 38 MiB, in packs of 1 MiB.
+/// 96 files of 400 KiB over nested directories, about 38 MiB.
+fn nested_tree(src: &std::path::Path) -> Files {
     let mut rng = Rng::new(77);
     for i in 0..96 {
         write(src.join(format!("a{}/b{}/f{i:02}", i % 3, i % 2)), rng.bytes(400 << 10));
     }
-    let files = contents(&src);
+    contents(src)
+}
+
+#[test]
+fn a_backup_killed_after_a_checkpoint_resumes_from_its_partial_snapshot() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    let files = nested_tree(&src);
+    let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+    env.init(&["--pack-size", "1"]);
+    // A checkpoint every 32 new blobs; killed (abort) at the 70th of about 90
+    // writes and removes.
+    let args = ["backup", s(&src)];
+    assert!(crashes_with(&env, 70, &args, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "32")]), "the backup was not killed");
+    let snaps = env.snapshots(&[]);
+    assert_eq!(snaps.len(), 1, "one checkpoint (the last) should be left: {snaps:?}");
+    assert_eq!(snaps[0]["partial"], true);
+    env.cairn(["check", "--read-data"]).ok();
+    // The rerun reads only what the checkpoint lacks, then replaces it.
+    let again = env.backup_ok(&[s(&src)]);
+    let read = again["bytes_read"].as_u64().unwrap();
+    println!("killed after a checkpoint: the rerun read {read} of {total} bytes");
+    assert!(read <= total * 2 / 5, "the rerun read {read} of {total} bytes again");
+    let snaps = env.snapshots(&[]);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert!(snaps[0].get("partial").is_none());
+    let target = env.path("restore");
+    env.cairn(["restore", "latest", "--target", s(&target)]).ok();
+    assert!(contents(&restored_path(&target, &src)) == files);
+}
+
+#[test]
+fn an_interrupted_backup_saves_a_partial_snapshot_and_the_rerun_reads_only_the_rest() {
+    let env = TestEnv::new();
+    let src = env.path("src");
+    // In packs of 1 MiB.
+    let files = nested_tree(&src);
     let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
     env.init(&["--pack-size", "1"]);
     // Interrupted (as by Ctrl-C) when its 32nd write starts: about 80% through.

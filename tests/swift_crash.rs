@@ -39,7 +39,7 @@ fn killed_at_any_write_over_swift_backup_and_prune_leave_a_sound_repository() {
     }
     versions.push(("v3".to_string(), make_version(&src, 3, 24)));
     let backup = ["backup", s(&src), "--tag", "v3"];
-    let mut points = sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "4")]);
+    let mut points = sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "16")]);
     assert_eq!(env.snapshots(&[]).len(), 3, "the sweep ends with the backup run to the end");
     let prune = ["forget", "--keep-last", "1", "--prune", "--max-unused", "0"];
     points += sweep(&env, &pristine, &src, &versions, &prune, &[]);
