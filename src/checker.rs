@@ -10,7 +10,7 @@ use crate::backend::{FileKind, Handle};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::repo::index::{Index, IndexFile};
+use crate::repo::index::Index;
 use crate::repo::pack;
 use crate::repo::tree::NodeType;
 use crate::{Progress, Report};
@@ -119,17 +119,13 @@ pub fn check(repo: &Repository, opts: &CheckOptions, report: &dyn Report, progre
     // so every snapshot seen here has its blobs in an index file listed below.
     let snaps = repo.snapshots_with(|id, e| found.error(format!("snapshot {id}: {e}")))?;
 
-    // Index files, one by one, so one damaged file does not hide the rest.
-    let ids = repo.list_ids(FileKind::Index)?;
-    let mut files: Vec<(Id, IndexFile)> = Vec::new();
-    for (id, r) in ids.iter().zip(repo.load_files(FileKind::Index, &ids)) {
-        match r.and_then(|b| IndexFile::decode(&b)) {
-            Ok(f) => files.push((*id, f)),
-            Err(e) => found.error(format!("index/{id}: {e}")),
-        }
-    }
-    // Also the repository's index for the tree walk below: loaded once.
-    let index = repo.set_index(Index::build(&files)?);
+    // Every index file is read, one damaged file not hiding the rest, into the
+    // repository's index for the tree walk below (within the index memory
+    // budget, so a check of any size fits in memory).
+    let index = repo.check_index(|id, e| {
+        let m = e.to_string();
+        found.error(if m.contains(&id.to_hex()) { m } else { format!("index/{id}: {m}") })
+    })?;
 
     let mut damage = Damage::default();
     let readable = stored_packs(repo, &index, &found, &mut damage)?;

@@ -61,8 +61,17 @@ fn open(env: &TestEnv, rt: &tokio::runtime::Runtime, budget: usize) -> Repositor
 
 /// Runs `cairn ARGS` (with the test's repository and cache): its output and
 /// peak resident memory in MiB and its wall time.
-#[allow(clippy::zombie_processes)] // waited for with wait4(2), which std does not know
 fn measured(env: &TestEnv, args: &[&str]) -> (String, f64, f64) {
+    let (stdout, stderr, code, rss, secs) = measured_status(env, args);
+    assert!(code == 0, "cairn {args:?} failed:\n{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("warning"), "cairn {args:?}:\n{stderr}");
+    (stdout, rss, secs)
+}
+
+/// Like [`measured`], whatever the exit code: (stdout, stderr, exit code, peak
+/// RSS in MiB, seconds).
+#[allow(clippy::zombie_processes)] // waited for with wait4(2), which std does not know
+fn measured_status(env: &TestEnv, args: &[&str]) -> (String, String, i32, f64, f64) {
     let start = Instant::now();
     let mut child = env.cmd(args).spawn();
     drop(child.stdin.take());
@@ -87,9 +96,8 @@ fn measured(env: &TestEnv, args: &[&str]) -> (String, f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     let stdout = reader.join().unwrap();
     let stderr = err_reader.join().unwrap();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "cairn {args:?} failed:\n{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("warning"), "cairn {args:?}:\n{stderr}");
-    (stdout, ru.ru_maxrss as f64 / 1024.0, secs)
+    assert!(libc::WIFEXITED(status), "cairn {args:?} was killed:\n{stderr}");
+    (stdout, stderr, libc::WEXITSTATUS(status), ru.ru_maxrss as f64 / 1024.0, secs)
 }
 
 fn write_tree(dir: &Path, seed: u64, dirs: usize) {
@@ -187,6 +195,13 @@ fn backup_into_a_huge_index_stays_within_the_budget() {
         println!("backup 4 again, index in memory: {secs:.2} s, peak RSS {rss_mem:.0} MiB");
         assert!(rss_table + slots_mib / 2.0 < rss_mem, "table {rss_table} MiB vs memory {rss_mem} MiB");
     }
+    // check reads every index file within the budget too. (The generated packs
+    // do not exist, so it reports them missing and exits 1.)
+    let (_, stderr, code, rss_check, secs) = measured_status(&env, &["check", &budget]);
+    assert_eq!(code, 1, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(stderr.contains("is in the index but missing from the repository") && !stderr.contains("panicked"));
+    println!("check: {secs:.1} s, peak RSS {rss_check:.0} MiB");
+    assert!(rss_check < budget_mib as f64 + slots_mib / 4.0 + 160.0, "check took {rss_check} MiB");
     for rss in [rss_overlay, rss_table, rss_restore] {
         assert!(rss < (budget_mib as f64).max(64.0) + 96.0, "peak RSS {rss} MiB, budget {budget_mib} MiB");
     }

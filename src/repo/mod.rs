@@ -2,7 +2,7 @@
 //! indexes. It turns typed objects into named, sealed files on a [`Backend`].
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -479,7 +479,7 @@ impl Repository {
             let ids = self.list_ids(FileKind::Index)?;
             let mut out = Vec::with_capacity(ids.len());
             self.for_each_index_file(&ids, |id, f| {
-                out.push((id, f));
+                out.push((id, f?));
                 Ok(true)
             })?;
             Ok(out)
@@ -516,7 +516,7 @@ impl Repository {
         let mut ids = listed.iter().map(|f| Id::from_hex(&f.name)).collect::<Result<Vec<_>>>()?;
         ids.sort_unstable();
         let s = &self.index_settings;
-        let mut table = s.dir.as_ref().map(|d| d.join(INDEX_TABLE));
+        let table = s.dir.as_ref().map(|d| d.join(INDEX_TABLE));
         let key = self.key.local_key();
         // An index entry is at least 32 bytes stored (its ID does not compress),
         // so this bounds the number of blobs from above.
@@ -533,7 +533,7 @@ impl Repository {
             let mut b = index::Builder::new(index::Limits::unlimited());
             let mut fits = true;
             self.for_each_index_file(&newer, |id, f| {
-                b.add(id, &f)?;
+                b.add(id, &f?)?;
                 fits = b.blobs() <= limit && !b.supersedes_any(base.covers());
                 Ok(fits)
             })?;
@@ -541,6 +541,21 @@ impl Repository {
                 return b.finish_over(base);
             }
         }
+        self.build_index(&ids, large, table, |_, e| Err(e))
+    }
+
+    /// Builds the index from every index file in `ids` (a few at a time, never
+    /// all in memory), within the memory budget: beyond it, as a table on disk
+    /// (`table`, else a temporary file). A file that cannot be read or decoded
+    /// goes to `damaged`, which fails the build or lets it go on without it.
+    fn build_index(
+        &self,
+        ids: &[Id],
+        large: bool,
+        mut table: Option<PathBuf>,
+        mut damaged: impl FnMut(Id, Error) -> Result<()>,
+    ) -> Result<Index> {
+        let s = &self.index_settings;
         if large
             && let Some(d) = &s.dir
             && let Err(e) = crate::cache::prepare(d)
@@ -549,19 +564,46 @@ impl Repository {
             table = None;
         }
         let dir = table.as_deref().and_then(Path::parent).map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let limits = index::Limits { budget: s.budget, spill_from_start: large, dir, key };
+        let limits = index::Limits { budget: s.budget, spill_from_start: large, dir, key: self.key.local_key() };
         let mut b = index::Builder::new(limits);
-        self.for_each_index_file(&ids, |id, f| b.add(id, &f).map(|()| true))?;
-        let idx = b.finish(&ids, table.as_deref())?;
+        let mut read = Vec::with_capacity(ids.len());
+        self.for_each_index_file(ids, |id, f| {
+            match f {
+                Ok(f) => {
+                    b.add(id, &f)?;
+                    read.push(id);
+                }
+                Err(e) => damaged(id, e)?,
+            }
+            Ok(true)
+        })?;
+        let idx = b.finish(&read, table.as_deref())?;
         if let Some(t) = table.filter(|_| !idx.on_disk()) {
             let _ = std::fs::remove_file(t);
         }
         Ok(idx)
     }
 
+    /// For `check`: builds the index from every listed index file, reading each
+    /// (none is taken from a table built before), within the memory budget;
+    /// a damaged one goes to `damaged` and is left out. The result becomes the
+    /// repository's index.
+    pub fn check_index(&self, mut damaged: impl FnMut(Id, Error)) -> Result<Arc<Index>> {
+        let listed = self.list_files(FileKind::Index)?;
+        let mut ids = listed.iter().map(|f| Id::from_hex(&f.name)).collect::<Result<Vec<_>>>()?;
+        ids.sort_unstable();
+        let large = listed.iter().map(|f| f.size).sum::<u64>() / 32 * 40 > self.index_settings.budget as u64;
+        let table = self.index_settings.dir.as_ref().map(|d| d.join(INDEX_TABLE));
+        let idx = self.build_index(&ids, large, table, |id, e| {
+            damaged(id, e);
+            Ok(())
+        })?;
+        Ok(self.set_index(idx))
+    }
+
     /// Reads and decodes index files a few at a time (fetching and decrypting in
     /// parallel), handing each to `f` until it returns false.
-    fn for_each_index_file(&self, ids: &[Id], mut f: impl FnMut(Id, IndexFile) -> Result<bool>) -> Result<()> {
+    fn for_each_index_file(&self, ids: &[Id], mut f: impl FnMut(Id, Result<IndexFile>) -> Result<bool>) -> Result<()> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
         for batch in ids.chunks(threads * 4) {
             let decoded: Vec<Result<IndexFile>> = std::thread::scope(|sc| {
@@ -581,7 +623,7 @@ impl Repository {
                 parts.into_iter().flat_map(|h| h.join().expect("index reader panicked")).collect()
             });
             for (id, r) in batch.iter().zip(decoded) {
-                if !f(*id, r?)? {
+                if !f(*id, r)? {
                     return Ok(());
                 }
             }
