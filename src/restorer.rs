@@ -230,8 +230,8 @@ impl Restorer<'_> {
     }
 
     /// With `delete`: removes what the target directory `dir` holds that `tree`
-    /// (the snapshot's directory `snap_dir`) does not, if the filters select
-    /// it. A `dir` that is not a real directory (a symlink, say) is not looked
+    /// (the snapshot's directory `snap_dir`) does not, and directories where
+    /// the snapshot has a file, link or special file, if the filters select it. A `dir` that is not a real directory (a symlink, say) is not looked
     /// into: restore replaces it, and nothing outside the target is touched.
     fn delete_extras(&mut self, dir: &Path, snap_dir: &Path, tree: &Tree, selected: bool) {
         if !self.opts.delete || !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
@@ -245,7 +245,9 @@ impl Restorer<'_> {
                 return;
             }
         };
-        let names: HashSet<&OsStr> = tree.entries.iter().map(|n| n.os_name()).collect();
+        // Name -> whether the snapshot has a directory there.
+        let names: HashMap<&OsStr, bool> =
+            tree.entries.iter().map(|n| (n.os_name(), n.node_type == NodeType::Dir)).collect();
         for entry in entries {
             let (name, is_dir) = match entry.and_then(|e| Ok((e.file_name(), e.file_type()?.is_dir()))) {
                 Ok(x) => x,
@@ -256,7 +258,9 @@ impl Restorer<'_> {
                 }
             };
             let path = snap_dir.join(&name);
-            if names.contains(name.as_os_str())
+            // Kept: names the snapshot has, unless a directory stands where the
+            // snapshot has something else (restore could not replace it).
+            if names.get(name.as_os_str()).is_some_and(|&snap_dir| snap_dir || !is_dir)
                 || self.excludes.matches(&path, is_dir)
                 || !(selected || self.includes.is_empty() || self.includes.matches(&path, is_dir))
             {

@@ -380,6 +380,13 @@ fn restore_delete_removes_only_selected_names_the_snapshot_lacks() {
     fs::remove_file(back.join("d1/skip.log")).unwrap();
     assert_eq!(file_set(&back), file_set(&src));
 
+    // A directory where the snapshot has a file goes too, so the file can be restored.
+    fs::remove_file(back.join("d1/b")).unwrap();
+    write(back.join("d1/b/inside"), b"x");
+    let v = args(&[]);
+    assert_eq!((num(&v, "deleted"), num(&v, "errors")), (1, 0), "{v}");
+    assert_eq!(fs::read(back.join("d1/b")).unwrap(), b"b");
+
     // With includes only the selected names go.
     write(back.join("d0/extra"), b"x");
     write(back.join("d1/extra"), b"x");
