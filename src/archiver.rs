@@ -871,12 +871,12 @@ pub fn backup(
         }
     };
     if worker_failed.is_some() || tree.is_err() {
-        if opts.dry_run {
-        } else if let (None, Some(root)) = (&worker_failed, partial) {
+        match (&worker_failed, partial) {
+            _ if opts.dry_run => {}
             // Interrupted: the open packs are uploaded and indexed, and a partial
             // snapshot records the files stored so far, so that the next backup
             // neither stores nor reads them again.
-            match packer.finish().and_then(|_| save_checkpoint(root, summary)) {
+            (None, Some(root)) => match packer.finish().and_then(|_| save_checkpoint(root, summary)) {
                 Ok(id) => {
                     report.warn(&format!(
                         "saved partial snapshot {} of what was stored before the interruption; the next backup of \
@@ -888,11 +888,12 @@ pub fn backup(
                     }
                 }
                 Err(e) => report.warn(&format!("could not save a partial snapshot: {e}")),
-            }
-        } else {
+            },
             // Failed: what was uploaded is indexed (best effort), so that the next
             // backup does not store it again; its last checkpoint, if any, stays.
-            let _ = packer.salvage();
+            _ => {
+                let _ = packer.salvage();
+            }
         }
         return Err(worker_failed.or(tree.err()).expect("failed"));
     }
