@@ -343,8 +343,11 @@ impl Walker<'_> {
     }
 
     fn old_subtrees(&mut self, olds: Olds) -> OldTrees {
-        olds.map(|old| {
-            let id = old.filter(|o| o.node_type == NodeType::Dir)?.subtree?;
+        let [a, b] = olds.map(|old| old.filter(|o| o.node_type == NodeType::Dir).and_then(|o| o.subtree));
+        // The same tree in both parents (a directory the interrupted backup had
+        // finished, unchanged since) is loaded once.
+        [a, b.filter(|b| a != Some(*b))].map(|id| {
+            let id = id?;
             match self.sink.repo.load_tree(&id) {
                 Ok(t) => Some(t),
                 Err(e) => {

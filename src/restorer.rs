@@ -231,7 +231,8 @@ impl Restorer<'_> {
 
     /// With `delete`: removes what the target directory `dir` holds that `tree`
     /// (the snapshot's directory `snap_dir`) does not, and directories where
-    /// the snapshot has a file, link or special file, if the filters select it. A `dir` that is not a real directory (a symlink, say) is not looked
+    /// the snapshot has a file, link or special file, if the filters select
+    /// it. A `dir` that is not a real directory (a symlink, say) is not looked
     /// into: restore replaces it, and nothing outside the target is touched.
     fn delete_extras(&mut self, dir: &Path, snap_dir: &Path, tree: &Tree, selected: bool) {
         if !self.opts.delete || !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {

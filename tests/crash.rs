@@ -15,12 +15,7 @@ use common::*;
 fn killed_at_any_write_every_command_leaves_a_sound_repository() {
     let env = TestEnv::new();
     let src = env.path("src");
-    env.init(&["--pack-size", "1"]);
-    let mut versions = Vec::new();
-    for (v, seed) in [("v1", 1), ("v2", 2)] {
-        versions.push((v.to_string(), make_version(&src, seed, 24)));
-        env.backup_ok(&[s(&src), "--tag", v]);
-    }
+    let mut versions = two_versions_backed_up(&env, &src);
     let mut points = 0;
     let pristine = Pristine::Local(env.path("pristine"));
 

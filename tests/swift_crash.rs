@@ -31,12 +31,7 @@ fn killed_at_any_write_over_swift_backup_and_prune_leave_a_sound_repository() {
     let pristine = Pristine::Remote { live: open("repo"), saved: open("pristine") };
 
     let src = env.path("src");
-    env.init(&["--pack-size", "1"]);
-    let mut versions = Vec::new();
-    for (v, seed) in [("v1", 1), ("v2", 2)] {
-        versions.push((v.to_string(), make_version(&src, seed, 24)));
-        env.backup_ok(&[s(&src), "--tag", v]);
-    }
+    let mut versions = two_versions_backed_up(&env, &src);
     versions.push(("v3".to_string(), make_version(&src, 3, 24)));
     let backup = ["backup", s(&src), "--tag", "v3"];
     let mut points = sweep(&env, &pristine, &src, &versions, &backup, &[("CAIRN_TEST_CHECKPOINT_BLOBS", "16")]);

@@ -19,11 +19,8 @@ pub fn crashes_with(env: &TestEnv, n: u64, args: &[&str], vars: &[(&str, &str)])
     for (k, v) in vars {
         cmd = cmd.env(k, v);
     }
-    let child = cmd.spawn();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
-    match out.status.code() {
+    let (code, stderr) = ended(cmd.spawn(), args);
+    match code {
         Some(0) => false,
         Some(c) => panic!("cairn {args:?} failed with {c} (crash hook at {n}):\n{stderr}"),
         None => {
@@ -31,6 +28,27 @@ pub fn crashes_with(env: &TestEnv, n: u64, args: &[&str], vars: &[(&str, &str)])
             true
         }
     }
+}
+
+/// Waits for `child` (`cairn ARGS`), which must not have panicked: its exit
+/// code (None if a signal ended it) and its standard error.
+fn ended(child: std::process::Child, args: &[&str]) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
+    (out.status.code(), stderr)
+}
+
+/// Initialises the repository (1 MiB packs) and backs up two versions of
+/// `src`, tagged `v1` and `v2`; returns them.
+pub fn two_versions_backed_up(env: &TestEnv, src: &Path) -> Vec<(String, Files)> {
+    env.init(&["--pack-size", "1"]);
+    let mut versions = Vec::new();
+    for (v, seed) in [("v1", 1), ("v2", 2)] {
+        versions.push((v.to_string(), make_version(src, seed, 24)));
+        env.backup_ok(&[s(src), "--tag", v]);
+    }
+    versions
 }
 
 /// The tree each snapshot tag stands for.
@@ -160,10 +178,8 @@ pub fn killed_after(env: &TestEnv, ms: u64, args: &[&str]) -> bool {
     let mut child = env.cmd(args).env("CAIRN_TEST_FAULTS", "delay-ms=20").spawn();
     std::thread::sleep(std::time::Duration::from_millis(ms));
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "cairn {args:?} panicked:\n{stderr}");
-    match out.status.code() {
+    let (code, stderr) = ended(child, args);
+    match code {
         Some(0) => false,
         None => true,
         Some(c) => panic!("cairn {args:?} failed with {c}:\n{stderr}"),
